@@ -1,0 +1,44 @@
+# One entry point per way of using the project. Every target sets up .venv itself when it is missing.
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+STAMP   := .venv/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install test lint format repro ui notebooks bench clean
+
+help:
+	@echo "make test       lint + the whole test suite (creates .venv on first use)"
+	@echo "make repro      run the DVC pipeline: fetch -> preprocess -> train x2 -> evaluate -> plot"
+	@echo "make ui         MLflow UI on http://127.0.0.1:5000 over the project's runs"
+	@echo "make notebooks  Jupyter Lab on the tutorial notebooks"
+	@echo "make bench      the training-throughput and inference benchmarks"
+
+$(PY):
+	python3 -m venv .venv
+	$(PIP) install --quiet --upgrade pip
+
+# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: $(STAMP)
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+test: lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.train_throughput
+	$(PY) -m benchmarks.inference
+
+clean:
+	rm -rf .pytest_cache .ruff_cache build dist *.egg-info

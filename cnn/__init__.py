@@ -1,0 +1,1 @@
+"""cnn: a convolutional neural network library written from scratch in NumPy."""
