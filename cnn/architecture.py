@@ -64,8 +64,7 @@ class ArchConfig:
             raise ConfigError(f"model.num_classes must be >= 2, got {self.num_classes}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ConfigError(
-                f"model.kernel_size must be a positive odd int ('same' padding), "
-                f"got {self.kernel_size}"
+                f"model.kernel_size must be a positive odd int ('same' padding), got {self.kernel_size}"
             )
         for name in ("dropout_rate", "dense_dropout"):
             p = getattr(self, name)
@@ -73,12 +72,9 @@ class ArchConfig:
                 raise ConfigError(f"model.{name} must be in [0, 1), got {p}")
         if not self.conv_channels or any(not blk for blk in self.conv_channels):
             raise ConfigError(
-                f"model.conv_channels must be a non-empty list of non-empty blocks, "
-                f"got {self.conv_channels}"
+                f"model.conv_channels must be a non-empty list of non-empty blocks, got {self.conv_channels}"
             )
-        if any(c < 1 for blk in self.conv_channels for c in blk) or any(
-            u < 1 for u in self.dense_units
-        ):
+        if any(c < 1 for blk in self.conv_channels for c in blk) or any(u < 1 for u in self.dense_units):
             raise ConfigError("model.conv_channels and model.dense_units must be positive")
         _, h, w = self.input_shape
         for _ in self.conv_channels:
@@ -128,15 +124,11 @@ def build_spec(cfg: ArchConfig) -> dict[str, list[LayerSpec]]:
     classifier: list[LayerSpec] = [LayerSpec("flatten")]
     width = channels * h * w
     for units in cfg.dense_units:
-        classifier.append(
-            LayerSpec("dense", dict(in_features=width, out_features=units, bias=not bn))
-        )
+        classifier.append(LayerSpec("dense", dict(in_features=width, out_features=units, bias=not bn)))
         if bn:
             classifier.append(LayerSpec("batchnorm1d", dict(num_features=units)))
         classifier.append(LayerSpec("relu"))
         classifier.append(LayerSpec("dropout", dict(p=cfg.dense_dropout)))
         width = units
-    classifier.append(
-        LayerSpec("dense", dict(in_features=width, out_features=cfg.num_classes, bias=True))
-    )
+    classifier.append(LayerSpec("dense", dict(in_features=width, out_features=cfg.num_classes, bias=True)))
     return {"features": features, "classifier": classifier}
