@@ -36,6 +36,11 @@ format: $(STAMP)
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# MLflow UI over the project's own runs (sqlite:///<repo>/mlflow.db), on the loopback interface only.
+UI_PORT ?= 5000
+ui: $(STAMP)
+	.venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(UI_PORT) --workers 1
+
 bench: $(STAMP)
 	$(PY) -m benchmarks.train_throughput
 	$(PY) -m benchmarks.inference

@@ -1,0 +1,757 @@
+"""Numerical kernels behind the layers: im2col/col2im, convolution, pooling, batch norm, ReLU, dropout.
+
+The layers in :mod:`cnn.layers` read like the equations; everything done for speed lives here. The
+design, and why (measured on a 2-core machine; see ``benchmarks/train_throughput.py``):
+
+**Channel-major memory.** Arrays are NCHW by *shape* everywhere, but the 4-D arrays these kernels
+return live in memory as ``(C, N, H, W)`` (the NCHW array is a transposed view, as torch's
+``memory_format`` idea). A convolution as one GEMM, ``Y = W2 @ cols`` with ``W2`` (O, C*kh*kw) and
+``cols`` (C*kh*kw, N*OH*OW), produces exactly that layout, so no transpose is ever copied; batch norm's
+per-channel statistics become reductions over long contiguous rows; per-channel scale/shift becomes a
+row broadcast; im2col of the next layer reads whole channel planes. Any input layout is accepted
+(``channel_major`` copies only when needed), so correctness never depends on the layout.
+
+**Both cores for everything.** A small thread pool (:func:`parallel`) splits each kernel's work into
+contiguous blocks, by batch for the convolution and by channel for batch norm, pooling and ReLU, with
+BLAS held at one thread per worker while it runs (NumPy releases the GIL inside its loops and BLAS).
+Splitting batch norm by channel keeps its statistics exact: each worker owns whole channels. Blocks are
+fixed by the sizes, so results are deterministic for a given thread count. ``set_num_threads(1)`` gives
+the classic design instead: one Python thread, BLAS free to use its own threads.
+
+**Reused buffers.** Each convolution keeps its column buffer in a :class:`Workspace`: allocated once
+(zeroed, so the padding entries, which are never written, stay zero: no padded copy of the input is
+made), filled by one slice copy per kernel offset, and kept for the backward pass (``dW = dY @ cols^T``).
+
+**Convolution backward.** For stride 1 the input gradient is itself a convolution of the padded output
+gradient with the flipped, transposed kernel, computed as im2col + GEMM: a plain copy per offset instead
+of col2im's read-modify-write ``+=`` over the input per offset (measured ~2.5x cheaper). Other strides
+use col2im (slice ``+=``, never ``np.add.at``).
+
+**NumPy pitfalls avoided.** Broadcasting a scalar or a row into ``np.maximum`` or into a multiply along
+short inner axes is 2-3x slower than an operation between two same-layout contiguous arrays; ``np.where``
+and ``np.copyto(where=)`` are far slower still. Hence the flat contiguous views, a shared zero buffer for
+ReLU, ``out=`` arguments, and long-row broadcasts only.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import numpy as np
+
+from cnn.errors import CNNError
+
+IntPair = int | tuple[int, int]
+T = TypeVar("T")
+
+
+def pair(value: IntPair, name: str) -> tuple[int, int]:
+    """``3 -> (3, 3)``; ``(3, 1) -> (3, 1)``. Raises :class:`CNNError` naming ``name`` otherwise."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value), int(value)
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
+    ):
+        return int(value[0]), int(value[1])
+    raise CNNError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a sliding window: ``floor((size + 2*padding - kernel) / stride) + 1``."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+# ============================================================================================== threads
+
+
+def _default_num_threads() -> int:
+    env = os.environ.get("CNN_NUM_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise CNNError(f"environment variable CNN_NUM_THREADS must be an int, got {env!r}") from None
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _ThreadPool:
+    """Persistent worker threads; the calling thread runs the first block itself.
+
+    Lighter than ``concurrent.futures`` (a round trip costs ~20 us instead of ~60 us), which matters
+    with ~40 dispatches per training step.
+    """
+
+    def __init__(self, num_workers: int) -> None:
+        self._tasks: list[Callable[[], None] | None] = [None] * num_workers
+        self._errors: list[BaseException | None] = [None] * num_workers
+        self._start = [threading.Semaphore(0) for _ in range(num_workers)]
+        self._done = [threading.Semaphore(0) for _ in range(num_workers)]
+        self.lock = threading.Lock()
+        for i in range(num_workers):
+            threading.Thread(target=self._loop, args=(i,), name=f"cnn-kernels-{i}", daemon=True).start()
+
+    def _loop(self, i: int) -> None:
+        _state.in_worker = True
+        while True:
+            self._start[i].acquire()
+            try:
+                task = self._tasks[i]
+                if task is not None:
+                    task()
+            except BaseException as exc:  # re-raised in the calling thread
+                self._errors[i] = exc
+            finally:
+                self._done[i].release()
+
+    def run(self, tasks: list[Callable[[], None]]) -> None:
+        """Run ``tasks[0]`` here and ``tasks[1:]`` on the workers; wait for all; re-raise a failure."""
+        helpers = tasks[1:]
+        for i, task in enumerate(helpers):
+            self._tasks[i], self._errors[i] = task, None
+            self._start[i].release()
+        first_error: BaseException | None = None
+        try:
+            tasks[0]()
+        except BaseException as exc:
+            first_error = exc
+        for i in range(len(helpers)):
+            self._done[i].acquire()
+            self._tasks[i] = None
+            if first_error is None and self._errors[i] is not None:
+                first_error = self._errors[i]
+        if first_error is not None:
+            raise first_error
+
+
+class _State(threading.local):
+    in_worker = False
+
+
+_state = _State()
+_num_threads = _default_num_threads()
+_pool: _ThreadPool | None = None
+_pool_guard = threading.Lock()
+_blas: Any = None  # threadpoolctl controller for the BLAS libraries, or False when unavailable
+
+
+def get_num_threads() -> int:
+    """Number of threads the kernels split their work over (default: the CPUs this process may use,
+    or the ``CNN_NUM_THREADS`` environment variable)."""
+    return _num_threads
+
+
+def set_num_threads(n: int | None) -> None:
+    """Use ``n`` threads (``None``: all available CPUs). ``1`` turns the pool off: one Python thread,
+    BLAS with its own default threading."""
+    global _num_threads
+    if n is not None and (not isinstance(n, (int, np.integer)) or n < 1):
+        raise CNNError(f"number of threads must be a positive int or None, got {n!r}")
+    _num_threads = _default_num_threads() if n is None else int(n)
+
+
+def _blas_controller() -> Any:
+    global _blas
+    if _blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+            _blas = False
+        else:
+            _blas = ThreadpoolController().select(user_api="blas")
+    return _blas
+
+
+@contextmanager
+def _blas_single_threaded() -> Iterator[bool]:
+    """Hold BLAS at one thread (per calling thread) while the pool runs; yields False if impossible."""
+    controller = _blas_controller()
+    if controller is False:
+        yield False
+        return
+    with controller.limit(limits=1):
+        yield True
+
+
+def split(n: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous ``(lo, hi)`` blocks covering ``range(n)``, sizes differing by at most one."""
+    parts = max(1, min(parts, n))
+    edges = [n * k // parts for k in range(parts + 1)]
+    return [(edges[k], edges[k + 1]) for k in range(parts)]
+
+
+def parallel(work: Callable[[int, int], T], n: int, min_block: int = 1) -> list[T]:
+    """Call ``work(lo, hi)`` over contiguous blocks covering ``range(n)``, one block per thread, and
+    return the results in block order.
+
+    ``work`` must write only its own block of the outputs. Runs inline (one block) when the pool is off,
+    when ``n`` is too small for ``min_block`` items per thread, inside a worker, or while another thread
+    of the program uses the pool. Callers must not assume a number of blocks: combine the results.
+    """
+    global _pool
+    parts = min(_num_threads, n // max(1, min_block))
+    if parts <= 1 or _state.in_worker:
+        return [work(0, n)]
+    with _pool_guard:
+        if _pool is None or len(_pool._tasks) < parts - 1:
+            _pool = _ThreadPool(parts - 1)
+        pool = _pool
+    if not pool.lock.acquire(blocking=False):
+        return [work(0, n)]
+    try:
+        with _blas_single_threaded() as ok:
+            if not ok:  # without control over BLAS threads, one Python thread is the safe choice
+                return [work(0, n)]
+            blocks = split(n, parts)
+            results: list[Any] = [None] * len(blocks)
+
+            def task(k: int) -> None:
+                results[k] = work(*blocks[k])
+
+            pool.run([lambda k=k: task(k) for k in range(len(blocks))])
+            return results
+    finally:
+        pool.lock.release()
+
+
+# ======================================================================================= layout, buffers
+
+
+def channel_major(x: np.ndarray) -> np.ndarray:
+    """``x`` (N, C, ...) as a C-contiguous (C, N, ...) array: a free view for the arrays these kernels
+    return, a copy otherwise."""
+    return np.ascontiguousarray(np.swapaxes(x, 0, 1))
+
+
+def empty_channel_major(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Uninitialised (N, C, ...) array whose memory is laid out as (C, N, ...)."""
+    n, c, *rest = shape
+    return np.swapaxes(np.empty((c, n, *rest), dtype=dtype), 0, 1)
+
+
+def _flat(*arrays: np.ndarray) -> list[np.ndarray] | None:
+    """1-D views of arrays that share one contiguous memory layout (elementwise ops then run at full
+    SIMD speed), or None when their layouts differ."""
+    first = arrays[0]
+    if any(a.shape != first.shape or a.strides != first.strides for a in arrays):
+        return None
+    flats = [a.ravel(order="K") for a in arrays]
+    if not all(np.shares_memory(f, a) or a.size == 0 for f, a in zip(flats, arrays)):
+        return None
+    return flats
+
+
+_zeros_lock = threading.Lock()
+_zeros: dict[np.dtype, np.ndarray] = {}
+
+
+def _zeros_like_flat(n: int, dtype: np.dtype) -> np.ndarray:
+    """A read-only zero vector of length ``n`` (shared, grown on demand)."""
+    with _zeros_lock:
+        z = _zeros.get(dtype)
+        if z is None or z.size < n:
+            z = np.zeros(n, dtype=dtype)
+            z.flags.writeable = False
+            _zeros[dtype] = z
+    return z[:n]
+
+
+class Workspace:
+    """Named scratch buffers that one layer reuses from call to call.
+
+    Allocating, page-faulting and zeroing tens of megabytes per step costs as much as the copies that
+    fill them. A buffer is reallocated only when the shape or dtype asked for changes.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: np.dtype, zero: bool = False) -> np.ndarray:
+        """The buffer ``name`` of ``shape``/``dtype``; a new one is zero-filled when ``zero``."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
+            buf = np.zeros(shape, dtype=dtype) if zero else np.empty(shape, dtype=dtype)
+            self._buffers[name] = buf
+        return buf
+
+    def clear(self) -> None:
+        self._buffers.clear()
+
+
+# ============================================================================================ im2col
+
+
+def _valid_range(out_size: int, in_size: int, offset: int, stride: int, pad: int) -> tuple[int, int, int]:
+    """Output positions ``o`` in ``[o_lo, o_hi)`` whose input ``o*stride + offset - pad`` lies inside
+    ``[0, in_size)``, and the first such input index."""
+    shift = offset - pad
+    o_lo = max(0, -(shift // stride))  # ceil(-shift / stride) when shift < 0
+    o_hi = max(o_lo, min(out_size, (in_size - 1 - shift) // stride + 1))
+    return o_lo, o_hi, o_lo * stride + shift
+
+
+def _offset_slices(
+    in_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> Iterator[tuple[int, int, tuple[slice, slice], tuple[slice, slice]]]:
+    """For each kernel offset (i, j): the (rows, cols) slices of the output grid whose input pixel is
+    inside the image, and the matching strided slices of the input."""
+    for i in range(kernel[0]):
+        r_lo, r_hi, r0 = _valid_range(out_hw[0], in_hw[0], i, stride[0], padding[0])
+        for j in range(kernel[1]):
+            c_lo, c_hi, c0 = _valid_range(out_hw[1], in_hw[1], j, stride[1], padding[1])
+            if r_hi == r_lo or c_hi == c_lo:
+                continue  # this offset only ever sees padding
+            out_sl = (slice(r_lo, r_hi), slice(c_lo, c_hi))
+            in_sl = (
+                slice(r0, r0 + stride[0] * (r_hi - r_lo - 1) + 1, stride[0]),
+                slice(c0, c0 + stride[1] * (c_hi - c_lo - 1) + 1, stride[1]),
+            )
+            yield i, j, out_sl, in_sl
+
+
+def _im2col_into(
+    xt: np.ndarray,
+    cols6: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> None:
+    """``cols6[c, i, j, n, oh, ow] = xpad[c, n, oh*sh + i, ow*sw + j]`` for the in-image entries only.
+
+    ``xt`` is channel-major (C, N, H, W); entries that fall in the padding are not written (the caller's
+    buffer holds zeros there). One slice copy per kernel offset.
+    """
+    oh, ow = cols6.shape[4:]
+    for i, j, (ro, co), (ri, ci) in _offset_slices(xt.shape[2:], (oh, ow), kernel, stride, padding):
+        cols6[:, i, j, :, ro, co] = xt[:, :, ri, ci]
+
+
+def _col2im_into(
+    cols6: np.ndarray,
+    dxt: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> None:
+    """Adjoint of :func:`_im2col_into`: ``dxt`` (C, N, H, W) = sum over offsets of the column entries
+    that were copied from each pixel. One slice ``+=`` per kernel offset; padding entries are dropped."""
+    dxt[...] = 0
+    oh, ow = cols6.shape[4:]
+    for i, j, (ro, co), (ri, ci) in _offset_slices(dxt.shape[2:], (oh, ow), kernel, stride, padding):
+        dxt[:, :, ri, ci] += cols6[:, i, j, :, ro, co]
+
+
+def im2col(
+    x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+) -> np.ndarray:
+    """Columns of ``x`` (N, C, H, W) for a sliding ``kernel`` window: shape (C*kh*kw, N*OH*OW).
+
+    ``cols[(c*kh + i)*kw + j, (n*OH + oh)*OW + ow] = xpad[n, c, oh*sh + i, ow*sw + j]``, so that a
+    convolution is ``weight.reshape(O, -1) @ cols``.
+    """
+    n, c, h, w = x.shape
+    oh, ow = conv_output_size(h, kernel[0], stride[0], padding[0]), conv_output_size(
+        w, kernel[1], stride[1], padding[1]
+    )
+    cols6 = np.zeros((c, kernel[0], kernel[1], n, oh, ow), dtype=x.dtype)
+    _im2col_into(channel_major(x), cols6, kernel, stride, padding)
+    return cols6.reshape(c * kernel[0] * kernel[1], n * oh * ow)
+
+
+def col2im(
+    cols: np.ndarray,
+    x_shape: tuple[int, int, int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> np.ndarray:
+    """Adjoint of :func:`im2col`: ``cols`` (C*kh*kw, N*OH*OW) -> (N, C, H, W), overlaps summed."""
+    n, c, h, w = x_shape
+    oh, ow = conv_output_size(h, kernel[0], stride[0], padding[0]), conv_output_size(
+        w, kernel[1], stride[1], padding[1]
+    )
+    dx = empty_channel_major(x_shape, cols.dtype)
+    _col2im_into(cols.reshape(c, kernel[0], kernel[1], n, oh, ow), np.swapaxes(dx, 0, 1), kernel, stride, padding)
+    return dx
+
+
+# ======================================================================================= convolution
+
+
+def conv2d_forward(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    ws: Workspace,
+) -> np.ndarray:
+    """``y[n, o] = bias[o] + sum_{c,i,j} weight[o, c, i, j] * xpad[n, c, oh*sh + i, ow*sw + j]``.
+
+    x (N, C, H, W), weight (O, C, kh, kw), bias (O,) or None -> y (N, O, OH, OW), channel-major memory.
+    Per batch block: im2col into the workspace's column buffer, then one GEMM ``W2 @ cols``. The
+    columns stay in ``ws`` for :func:`conv2d_backward`.
+    """
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
+    xt = channel_major(x)
+    cols6 = ws.get("cols", (c, kh, kw, n, oh, ow), x.dtype, zero=True)
+    cols = cols6.reshape(c * kh * kw, n * oh * ow)
+    w2 = weight.reshape(o, -1)
+    yt = np.empty((o, n, oh, ow), dtype=x.dtype)
+    y2 = yt.reshape(o, n * oh * ow)
+
+    def work(lo: int, hi: int) -> None:
+        _im2col_into(xt[:, lo:hi], cols6[:, :, :, lo:hi], (kh, kw), stride, padding)
+        block = slice(lo * oh * ow, hi * oh * ow)
+        np.matmul(w2, cols[:, block], out=y2[:, block])
+        if bias is not None:
+            y2[:, block] += bias[:, None]
+
+    parallel(work, n)
+    ws.x_shape = x.shape  # type: ignore[attr-defined]
+    return np.swapaxes(yt, 0, 1)
+
+
+def _flipped_transposed(weight: np.ndarray) -> np.ndarray:
+    """``w'[c, o, i, j] = weight[o, c, kh-1-i, kw-1-j]``: the kernel of the stride-1 input gradient."""
+    return np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+
+
+def conv2d_backward(
+    grad_out: np.ndarray,
+    weight: np.ndarray,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    ws: Workspace,
+    grad_weight: np.ndarray,
+    grad_bias: np.ndarray | None,
+) -> np.ndarray:
+    """Gradients of :func:`conv2d_forward`; writes ``grad_weight`` / ``grad_bias`` in place, returns dx.
+
+    ``dW2 = dY2 @ cols^T`` (dY2 = grad (O, N*OH*OW)), ``db = sum_{n,oh,ow} dY``, and
+    ``dx = col2im(W2^T @ dY2)``. For stride 1 (and padding < kernel) the same dx is computed as the
+    convolution of dY, padded by ``k - 1 - p``, with the flipped transposed kernel (im2col + GEMM).
+    """
+    n, c, h, w = ws.x_shape  # type: ignore[attr-defined]
+    o, _, kh, kw = weight.shape
+    oh, ow = grad_out.shape[2:]
+    dyt = channel_major(grad_out)
+    dy2 = dyt.reshape(o, n * oh * ow)
+    cols6 = ws.get("cols", (c, kh, kw, n, oh, ow), weight.dtype, zero=True)
+    cols = cols6.reshape(c * kh * kw, n * oh * ow)
+    w2 = weight.reshape(o, -1)
+    dxt = np.empty((c, n, h, w), dtype=weight.dtype)
+    transposed = stride == (1, 1) and padding[0] < kh and padding[1] < kw and o <= 2 * c
+    if transposed:
+        tpad = (kh - 1 - padding[0], kw - 1 - padding[1])
+        wt2 = _flipped_transposed(weight).reshape(c, -1)
+        dcols6 = ws.get("dy_cols", (o, kh, kw, n, h, w), weight.dtype, zero=True)
+    else:
+        dcols6 = ws.get("dcols", (c, kh, kw, n, oh, ow), weight.dtype)
+    dcols = dcols6.reshape(-1, dcols6.shape[3] * dcols6.shape[4] * dcols6.shape[5])
+    def work(lo: int, hi: int) -> np.ndarray:
+        out_block = slice(lo * oh * ow, hi * oh * ow)
+        if transposed:
+            _im2col_into(dyt[:, lo:hi], dcols6[:, :, :, lo:hi], (kh, kw), (1, 1), tpad)
+            in_block = slice(lo * h * w, hi * h * w)
+            np.matmul(wt2, dcols[:, in_block], out=dxt.reshape(c, -1)[:, in_block])
+        else:
+            np.matmul(w2.T, dy2[:, out_block], out=dcols[:, out_block])
+            _col2im_into(dcols6[:, :, :, lo:hi], dxt[:, lo:hi], (kh, kw), stride, padding)
+        return dy2[:, out_block] @ cols[:, out_block].T  # this block's share of dW2
+
+    partial_dw = parallel(work, n)
+    total = partial_dw[0]
+    for p in partial_dw[1:]:
+        total += p
+    grad_weight[...] = total.reshape(grad_weight.shape)
+    if grad_bias is not None:
+        grad_bias[...] = dy2.sum(axis=1)
+    return np.swapaxes(dxt, 0, 1)
+
+
+# =========================================================================================== pooling
+
+
+def _pool_out_hw(
+    x_shape: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+) -> tuple[int, int]:
+    return (
+        conv_output_size(x_shape[2], kernel[0], stride[0], padding[0]),
+        conv_output_size(x_shape[3], kernel[1], stride[1], padding[1]),
+    )
+
+
+def maxpool2d_forward(
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    cache: dict[str, Any],
+) -> np.ndarray:
+    """``y[n, c, oh, ow] = max_{i,j} xpad[n, c, oh*sh + i, ow*sw + j]`` (padding never wins: -inf).
+
+    Strided views, one per kernel offset, are folded into a running maximum; ``cache['argmax']`` keeps
+    the offset of the *first* maximum of each window (row-major, as torch) as uint8/uint16, for the
+    backward pass. Channel blocks run in parallel. Output memory is channel-major.
+    """
+    n, c, h, w = x.shape
+    oh, ow = _pool_out_hw(x.shape, kernel, stride, padding)
+    kk = kernel[0] * kernel[1]
+    xt = channel_major(x)
+    yt = np.empty((c, n, oh, ow), dtype=x.dtype)
+    argmax = np.empty((c, n, oh, ow), dtype=np.uint8 if kk < 256 else np.uint16)
+    offsets = list(_offset_slices((h, w), (oh, ow), kernel, stride, padding))
+
+    def work(lo: int, hi: int) -> None:
+        best, idx, src = yt[lo:hi], argmax[lo:hi], xt[lo:hi]
+        best[...] = -np.inf
+        idx[...] = 0
+        for i, j, (ro, co), (ri, ci) in offsets:
+            cand, cur, cur_idx = src[:, :, ri, ci], best[:, :, ro, co], idx[:, :, ro, co]
+            better = cand > cur  # strict: an equal later value never displaces the first maximum
+            np.maximum(cur, cand, out=cur)
+            cur_idx += better * cur_idx.dtype.type(i * kernel[1] + j) - better * cur_idx
+
+    parallel(work, c)
+    cache.update(argmax=argmax, x_shape=x.shape)
+    return np.swapaxes(yt, 0, 1)
+
+
+def maxpool2d_backward(
+    grad_out: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    cache: dict[str, Any],
+) -> np.ndarray:
+    """Routes each output gradient to the input position that won its window (the first maximum)."""
+    argmax, (n, c, h, w) = cache["argmax"], cache["x_shape"]
+    oh, ow = argmax.shape[2:]
+    dyt = channel_major(grad_out)
+    dxt = np.empty((c, n, h, w), dtype=grad_out.dtype)
+    offsets = list(_offset_slices((h, w), (oh, ow), kernel, stride, padding))
+
+    def work(lo: int, hi: int) -> None:
+        dx, dy, idx = dxt[lo:hi], dyt[lo:hi], argmax[lo:hi]
+        dx[...] = 0
+        for i, j, (ro, co), (ri, ci) in offsets:
+            won = idx[:, :, ro, co] == i * kernel[1] + j
+            dx[:, :, ri, ci] += dy[:, :, ro, co] * won
+
+    parallel(work, c)
+    return np.swapaxes(dxt, 0, 1)
+
+
+def avgpool2d_forward(
+    x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+) -> np.ndarray:
+    """``y = sum of each kh x kw window of the zero-padded input / (kh*kw)`` (padding counted, as the
+    torch default ``count_include_pad=True``)."""
+    n, c, h, w = x.shape
+    oh, ow = _pool_out_hw(x.shape, kernel, stride, padding)
+    xt = channel_major(x)
+    yt = np.zeros((c, n, oh, ow), dtype=x.dtype)
+    for _, _, (ro, co), (ri, ci) in _offset_slices((h, w), (oh, ow), kernel, stride, padding):
+        yt[:, :, ro, co] += xt[:, :, ri, ci]
+    yt *= yt.dtype.type(1.0 / (kernel[0] * kernel[1]))
+    return np.swapaxes(yt, 0, 1)
+
+
+def avgpool2d_backward(
+    grad_out: np.ndarray,
+    x_shape: tuple[int, int, int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> np.ndarray:
+    """Each input pixel receives ``grad / (kh*kw)`` from every window that contains it."""
+    n, c, h, w = x_shape
+    oh, ow = grad_out.shape[2:]
+    dyt = channel_major(grad_out) * grad_out.dtype.type(1.0 / (kernel[0] * kernel[1]))
+    dxt = np.zeros((c, n, h, w), dtype=grad_out.dtype)
+    for _, _, (ro, co), (ri, ci) in _offset_slices((h, w), (oh, ow), kernel, stride, padding):
+        dxt[:, :, ri, ci] += dyt[:, :, ro, co]
+    return np.swapaxes(dxt, 0, 1)
+
+
+# ======================================================================================== batch norm
+
+
+def _channel_rows(x: np.ndarray) -> np.ndarray:
+    """(N, C) or (N, C, H, W) -> contiguous (C, N*H*W) rows, one per channel (a view when possible)."""
+    return channel_major(x).reshape(x.shape[1], -1)
+
+
+def _from_channel_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    n, c, *rest = shape
+    return np.swapaxes(rows.reshape(c, n, *rest), 0, 1)
+
+
+def batchnorm_forward_train(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, cache: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training-mode batch norm over every axis but 1: ``y = gamma * (x - mu) / sqrt(var + eps) + beta``.
+
+    ``mu`` and the biased ``var`` are per channel over N (and H, W), computed in two passes (mean, then
+    the mean of squared deviations: no cancellation in float32). Returns ``(y, mu, var)`` as float64;
+    keeps ``x_hat`` and ``1/sqrt(var + eps)`` in ``cache`` for :func:`batchnorm_backward_train`. Whole
+    channels are split over the threads, so the statistics are exact whatever the thread count.
+    """
+    rows = _channel_rows(x)
+    c, m = rows.shape
+    x_hat = np.empty_like(rows)
+    y = np.empty_like(rows)
+    mean, var = np.empty(c), np.empty(c)
+    inv_std = np.empty(c, dtype=x.dtype)
+
+    def work(lo: int, hi: int) -> None:
+        xr, xh = rows[lo:hi], x_hat[lo:hi]
+        mean[lo:hi] = xr.mean(axis=1, dtype=np.float64)
+        np.subtract(xr, mean[lo:hi, None].astype(x.dtype), out=xh)
+        var[lo:hi] = np.einsum("ij,ij->i", xh, xh, dtype=np.float64) / m
+        inv_std[lo:hi] = 1.0 / np.sqrt(var[lo:hi] + eps)
+        xh *= inv_std[lo:hi, None]
+        np.multiply(xh, gamma[lo:hi, None], out=y[lo:hi])
+        y[lo:hi] += beta[lo:hi, None]
+
+    parallel(work, c)
+    cache.update(x_hat=x_hat, inv_std=inv_std, shape=x.shape)
+    return _from_channel_rows(y, x.shape), mean, var
+
+
+def batchnorm_backward_train(
+    grad_out: np.ndarray,
+    gamma: np.ndarray,
+    cache: dict[str, Any],
+    grad_gamma: np.ndarray,
+    grad_beta: np.ndarray,
+) -> np.ndarray:
+    """Closed-form backward of training-mode batch norm (m = values per channel)::
+
+        dbeta = sum(dy),  dgamma = sum(dy * x_hat),
+        dx = gamma * inv_std / m * (m * dy - dbeta - x_hat * dgamma)
+    """
+    x_hat, inv_std = cache["x_hat"], cache["inv_std"]
+    dy = _channel_rows(grad_out)
+    c, m = dy.shape
+    dx = np.empty_like(dy)
+
+    def work(lo: int, hi: int) -> None:
+        g, xh = dy[lo:hi], x_hat[lo:hi]
+        db = g.sum(axis=1, dtype=np.float64)
+        dg = np.einsum("ij,ij->i", g, xh, dtype=np.float64)
+        grad_beta[lo:hi], grad_gamma[lo:hi] = db, dg
+        scale = gamma[lo:hi] * inv_std[lo:hi]
+        out = dx[lo:hi]
+        np.multiply(xh, (-scale * dg / m).astype(dx.dtype)[:, None], out=out)
+        out += (-scale * db / m).astype(dx.dtype)[:, None]
+        out += g * scale.astype(dx.dtype)[:, None]
+
+    parallel(work, c)
+    return _from_channel_rows(dx, cache["shape"])
+
+
+def batchnorm_forward_eval(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    eps: float,
+    cache: dict[str, Any],
+) -> np.ndarray:
+    """Eval-mode batch norm, an affine map per channel:
+    ``y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta``."""
+    rows = _channel_rows(x)
+    inv_std = (1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(x.dtype)
+    x_hat = (rows - running_mean[:, None]) * inv_std[:, None]
+    cache.update(x_hat=x_hat, inv_std=inv_std, shape=x.shape)
+    return _from_channel_rows(x_hat * gamma[:, None] + beta[:, None], x.shape)
+
+
+def batchnorm_backward_eval(
+    grad_out: np.ndarray,
+    gamma: np.ndarray,
+    cache: dict[str, Any],
+    grad_gamma: np.ndarray,
+    grad_beta: np.ndarray,
+) -> np.ndarray:
+    """Backward of :func:`batchnorm_forward_eval` (constant statistics): ``dx = gamma * inv_std * dy``."""
+    x_hat, inv_std = cache["x_hat"], cache["inv_std"]
+    dy = _channel_rows(grad_out)
+    grad_beta[...] = dy.sum(axis=1)
+    grad_gamma[...] = np.einsum("ij,ij->i", dy, x_hat)
+    return _from_channel_rows(dy * (gamma * inv_std)[:, None], cache["shape"])
+
+
+# ======================================================================================= activations
+
+
+def relu_forward(x: np.ndarray) -> np.ndarray:
+    """``max(x, 0)``, elementwise, same memory layout as ``x``.
+
+    Computed against a zero *array* on flat contiguous views: ``np.maximum`` with a scalar or a
+    broadcast row is 2-3x slower.
+    """
+    y = np.empty_like(x)
+    flat = _flat(x, y)
+    if flat is None:
+        np.maximum(x, 0, out=y)
+        return y
+    xf, yf = flat
+    zeros = _zeros_like_flat(xf.size, x.dtype)
+
+    def work(lo: int, hi: int) -> None:
+        np.maximum(xf[lo:hi], zeros[lo:hi], out=yf[lo:hi])
+
+    parallel(work, xf.size, min_block=1 << 16)
+    return y
+
+
+def relu_backward(grad_out: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``grad_out * [y > 0]`` where ``y`` is the ReLU output (``y > 0`` exactly where the input was)."""
+    flat = _flat(grad_out, y)
+    if flat is None:
+        return grad_out * (y > 0)
+    dx = np.empty_like(grad_out)
+    gf, yf = flat
+    dxf = dx.ravel(order="K")
+
+    def work(lo: int, hi: int) -> None:
+        np.multiply(gf[lo:hi], yf[lo:hi] > 0, out=dxf[lo:hi])
+
+    parallel(work, gf.size, min_block=1 << 16)
+    return dx
+
+
+# =========================================================================================== dropout
+
+
+def dropout_mask(
+    shape: tuple[int, ...], p: float, dtype: np.dtype, rng: np.random.Generator
+) -> np.ndarray:
+    """Inverted-dropout mask of ``shape``: ``1/(1-p)`` with probability ``1-p``, else 0, in ``dtype``.
+
+    The uniform draws are made in ``dtype`` itself when it is float32/float64 (no float64 detour).
+    """
+    dtype = np.dtype(dtype)
+    draw_dtype = dtype if dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    u = rng.random(shape, dtype=draw_dtype)
+    mask = (u >= p).astype(dtype)
+    mask *= dtype.type(1.0 / (1.0 - p))
+    return mask

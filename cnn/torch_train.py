@@ -1,0 +1,719 @@
+"""Training and inference for the PyTorch twin, with the vocabulary and behaviour of ``CNN.fit``.
+
+:class:`TorchTrainer` wraps a :class:`~cnn.torch_model.TorchCNN` and offers the NumPy model's methods:
+``fit`` (same arguments, same :class:`~cnn.training.History`), ``predict``, ``predict_proba``, ``score``,
+``evaluate``, ``save`` / ``load``. Both trainers use the framework-agnostic pieces of
+:mod:`cnn.training` -- the seeded batch order, the NaN/inf guard, the SIGINT/SIGTERM guard, the progress
+bar, callbacks and the end-of-epoch scheduler step -- so with the same weights, seed and settings they
+see the same batches in the same order and, in float64 with dropout off, follow the same trajectory
+(``tests/test_torch_twin.py``).
+
+Optimizers and schedulers are named as in the config (``optimizer: adam|sgd|adamw``, ``scheduler:
+none|step|exponential|cosine|plateau`` + ``warmup_epochs``). The arguments are first validated by the
+NumPy factories (:func:`cnn.optimizers.make_optimizer`, :func:`cnn.schedulers.make_scheduler`), so both
+frameworks accept and reject exactly the same configs with the same messages; the validated settings
+then build the ``torch.optim`` / ``torch.optim.lr_scheduler`` objects of the table in
+:mod:`cnn.schedulers`.
+
+Execution options (the ``train`` config group): ``device`` (``auto`` = cuda -> mps -> cpu),
+``threads`` (CPU threads, default all cores), ``deterministic`` (default on), ``channels_last``,
+``compile`` (``torch.compile``), ``amp`` (bf16 autocast, CUDA only). The training data is moved to the
+device once per ``fit`` when it fits in the device's free memory (always on the CPU, where the tensor
+shares the NumPy array's memory), else each batch is copied from pinned host memory.
+
+Resume: ``fit(..., checkpoint_path="x.pt", resume=True)``. The ``.pt`` resume checkpoint (written
+atomically after every epoch, and after the current batch on SIGINT/SIGTERM) holds the model, optimizer
+and scheduler states, the torch RNG states, the history and the position (epoch, batch, the epoch's
+partial sums), so a resumed run ends with the numbers of an uninterrupted one. It is read back with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import ArrayLike
+
+from cnn.errors import CheckpointError, ConfigError, DataError
+from cnn.torch_model import (
+    TorchCNN,
+    atomic_torch_save,
+    load_state_dict_checked,
+    numpy_dtype,
+    read_checkpoint,
+)
+from cnn.training import (
+    CallbackList,
+    History,
+    InterruptGuard,
+    ProgressBar,
+    batch_order,
+    check_finite_loss,
+    step_scheduler,
+)
+
+__all__ = [
+    "EVAL_BATCH_SIZE",
+    "RESUME_FORMAT",
+    "TorchTrainer",
+    "WarmupThenPlateau",
+    "configure_torch",
+    "make_torch_optimizer",
+    "make_torch_scheduler",
+    "resolve_device",
+]
+
+#: Format tag of the ``.pt`` resume checkpoints written by :meth:`TorchTrainer.fit`.
+RESUME_FORMAT = "cnn.TorchTrainer.resume/1"
+#: Default batch size of predict / evaluate: inference keeps no activations for backward, so large
+#: batches are cheap; 512 keeps the seed network's peak activation memory near 100 MB in float32.
+EVAL_BATCH_SIZE = 512
+
+
+# ------------------------------------------------------------------------------------- device, threads
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> the first available of cuda, mps, cpu; otherwise ``torch.device(device)``, checked.
+
+    Raises :class:`ConfigError` for an unknown name or a device this machine does not have.
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    elif device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ConfigError(
+                f"train.device: unknown device {device!r}; use auto, cpu, cuda[:i] or mps"
+            ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device is {device!r} but CUDA is not available on this machine")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"train.device is {device!r} but MPS is not available on this machine")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"train.device: unsupported device type {dev.type!r}; use auto, cpu, cuda or mps")
+    return dev
+
+
+def default_threads() -> int:
+    """All cores this process may run on (its CPU affinity, else ``os.cpu_count()``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def configure_torch(threads: int | None = None, deterministic: bool = True) -> None:
+    """Process-wide torch settings for reproducible runs.
+
+    ``threads``: intra-op CPU threads (None = all cores). ``deterministic``: ``torch.use_deterministic_
+    algorithms(True)`` and cuDNN's deterministic, non-benchmarking mode; ``CUBLAS_WORKSPACE_CONFIG`` was
+    already set when :mod:`cnn.torch_model` was imported, before any CUDA context could exist.
+    """
+    if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
+        raise ConfigError(f"train.threads must be a positive int or null (= all cores), got {threads!r}")
+    n = default_threads() if threads is None else int(threads)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    torch.use_deterministic_algorithms(bool(deterministic))
+    torch.backends.cudnn.deterministic = bool(deterministic)
+    torch.backends.cudnn.benchmark = not deterministic
+    if deterministic and torch.cuda.is_initialized() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        warnings.warn(  # only reachable if something removed the variable after import
+            "CUDA was initialised without CUBLAS_WORKSPACE_CONFIG; cuBLAS results may not be deterministic",
+            stacklevel=2,
+        )
+
+
+# --------------------------------------------------------------------------- optimizers and schedulers
+def make_torch_optimizer(
+    name: str, params: Iterable[torch.nn.Parameter], lr: float, **kwargs: Any
+) -> torch.optim.Optimizer:
+    """The ``torch.optim`` twin of :func:`cnn.optimizers.make_optimizer` (same names, kwargs, defaults).
+
+    ``sgd`` -> ``SGD(lr, momentum, dampening=0, nesterov, weight_decay)``; ``adam`` -> ``Adam(lr, betas,
+    eps, weight_decay)``; ``adamw`` -> ``AdamW(lr, betas, eps, weight_decay)`` (``weight_decay`` defaults
+    to the config's 0.0, not torch's 1e-2). Validation is the NumPy factory's, so an invalid config raises
+    the same :class:`ConfigError` in both frameworks.
+    """
+    from cnn.optimizers import make_optimizer
+
+    ref = make_optimizer(name, [(np.zeros(1), np.zeros(1))], lr=lr, **kwargs)  # validates, fills defaults
+    params = list(params)
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=float(lr), momentum=ref.momentum, nesterov=ref.nesterov, weight_decay=ref.weight_decay
+        )
+    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    return cls(params, lr=float(lr), betas=ref.betas, eps=ref.eps, weight_decay=ref.weight_decay)
+
+
+class WarmupThenPlateau:
+    """Linear warm-up for ``w`` epochs, then ``ReduceLROnPlateau`` (torch has no class for this chain:
+    ``SequentialLR`` refuses a plateau scheduler). At the end of epoch ``e`` (0-based):
+    ``warmup.step() if e < w else plateau.step(metric)``, as :class:`cnn.schedulers.LinearWarmup` does."""
+
+    needs_metric = True  # cnn.training.step_scheduler passes the monitored metric
+
+    def __init__(
+        self,
+        warmup: torch.optim.lr_scheduler.LinearLR,
+        plateau: torch.optim.lr_scheduler.ReduceLROnPlateau,
+        warmup_epochs: int,
+    ) -> None:
+        self.warmup, self.plateau, self.warmup_epochs = warmup, plateau, int(warmup_epochs)
+        self.last_epoch = 0
+
+    def step(self, metric: float) -> None:
+        if self.last_epoch < self.warmup_epochs:
+            self.warmup.step()
+        else:
+            self.plateau.step(metric)
+        self.last_epoch += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "last_epoch": self.last_epoch,
+            "warmup": self.warmup.state_dict(),
+            "plateau": self.plateau.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.warmup.load_state_dict(dict(state["warmup"]))
+        self.plateau.load_state_dict(dict(state["plateau"]))
+        self.last_epoch = int(state["last_epoch"])
+
+
+def make_torch_scheduler(name: str | None, optimizer: torch.optim.Optimizer, **kwargs: Any) -> Any:
+    """The ``torch.optim.lr_scheduler`` twin of :func:`cnn.schedulers.make_scheduler` (see the table in
+    :mod:`cnn.schedulers`); ``None`` for ``none`` without warm-up. Validated by the NumPy factory."""
+    from cnn import schedulers as S
+    from cnn.optimizers import SGD
+
+    if name is None:
+        return None
+    lr = optimizer.param_groups[0]["lr"]
+    ref = S.make_scheduler(name, SGD([(np.zeros(1), np.zeros(1))], lr=lr), **kwargs)
+    lrs = torch.optim.lr_scheduler
+    warm_epochs = 0
+    main_ref: Any = ref
+    if isinstance(ref, S.LinearWarmup):
+        warm_epochs, main_ref = ref.warmup_epochs, ref.after
+    main: Any = None
+    if isinstance(main_ref, S.StepLR):
+        main = lrs.StepLR(optimizer, step_size=main_ref.step_size, gamma=main_ref.gamma)
+    elif isinstance(main_ref, S.ExponentialLR):
+        main = lrs.ExponentialLR(optimizer, gamma=main_ref.gamma)
+    elif isinstance(main_ref, S.CosineAnnealingLR):
+        main = lrs.CosineAnnealingLR(optimizer, T_max=main_ref.T_max, eta_min=main_ref.eta_min)
+    elif isinstance(main_ref, S.ReduceLROnPlateau):
+        main = lrs.ReduceLROnPlateau(
+            optimizer,
+            mode=main_ref.mode,
+            factor=main_ref.factor,
+            patience=main_ref.patience,
+            threshold=main_ref.threshold,
+            threshold_mode=main_ref.threshold_mode,
+            cooldown=main_ref.cooldown,
+            min_lr=main_ref.min_lr,
+            eps=main_ref.eps,
+        )
+    elif main_ref is not None:  # pragma: no cover - make_scheduler returns only the classes above
+        raise ConfigError(f"scheduler {name!r}: no torch twin for {type(main_ref).__name__}")
+    if warm_epochs == 0:
+        return main
+    warm = lrs.LinearLR(
+        optimizer, start_factor=1.0 / (warm_epochs + 1), end_factor=1.0, total_iters=warm_epochs
+    )
+    if main is None:
+        return warm
+    if isinstance(main, lrs.ReduceLROnPlateau):
+        return WarmupThenPlateau(warm, main, warm_epochs)
+    return lrs.SequentialLR(optimizer, [warm, main], milestones=[warm_epochs])
+
+
+# ------------------------------------------------------------------------------------------- trainer
+class TorchTrainer:
+    """Fit / predict / evaluate a :class:`TorchCNN` with the vocabulary of the NumPy ``CNN``.
+
+    Args:
+        model: the network (moved to ``device``; its dtype is the training dtype).
+        device: ``"auto"`` (cuda -> mps -> cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+        threads: CPU threads for torch (None = all cores); applied at construction (process-wide).
+        deterministic: seed torch from the fit seed, ``torch.use_deterministic_algorithms(True)``,
+            deterministic cuDNN; same config and seed -> same numbers, run after run (process-wide).
+        channels_last: NHWC memory format for the convolutions (see the README for when it pays off).
+        compile: run the forward pass through ``torch.compile`` (first batches pay the compile time).
+        amp: bf16 autocast for forward passes on CUDA; ignored with a warning elsewhere.
+        seed: default seed of ``fit`` (batch order, dropout masks).
+    """
+
+    def __init__(
+        self,
+        model: TorchCNN,
+        device: str | torch.device = "auto",
+        threads: int | None = None,
+        deterministic: bool = True,
+        channels_last: bool = False,
+        compile: bool = False,
+        amp: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if not isinstance(model, TorchCNN):
+            raise TypeError(f"TorchTrainer needs a TorchCNN, got {type(model).__name__}")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ConfigError(f"train.seed must be a non-negative int, got {seed!r}")
+        self.device = resolve_device(device)
+        self.threads = threads
+        self.deterministic = bool(deterministic)
+        configure_torch(threads, self.deterministic)
+        self.channels_last = bool(channels_last)
+        self.amp = bool(amp)
+        if self.amp and self.device.type != "cuda":
+            warnings.warn(
+                f"train.amp (bf16 autocast) applies to CUDA only; ignored on {self.device}", stacklevel=2
+            )
+            self.amp = False
+        self.seed = int(seed)
+        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format)
+        self.compile = bool(compile)
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = (
+            torch.compile(self.model) if self.compile else self.model
+        )
+
+    @classmethod
+    def from_config(
+        cls, arch: Mapping[str, Any], dtype: Any = np.float32, seed: int = 0, **options: Any
+    ) -> TorchTrainer:
+        """A trainer for a fresh ``TorchCNN.from_config(arch, dtype, seed)``; ``options`` are the
+        constructor's (device, threads, deterministic, channels_last, compile, amp)."""
+        return cls(TorchCNN.from_config(arch, dtype=dtype, seed=seed), seed=seed, **options)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    # ------------------------------------------------------------------------------------------ data
+    def _check_data(
+        self, X: ArrayLike, y: ArrayLike, xname: str, yname: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``X`` as a C-contiguous array of the model dtype ``(N, *input_shape)``, ``y`` int64 ``(N,)``."""
+        X = np.ascontiguousarray(X, dtype=numpy_dtype(self.dtype))
+        y = np.asarray(y)
+        shape = self.model.config.input_shape
+        if X.ndim != 4 or X.shape[1:] != shape:
+            raise DataError(f"{xname} must have shape (N, {', '.join(map(str, shape))}), got {X.shape}")
+        if y.ndim != 1 or len(y) != len(X):
+            raise DataError(f"{yname} must have shape ({len(X)},) to match {xname}, got {y.shape}")
+        if len(y) == 0:
+            raise DataError(f"{xname} is empty")
+        if y.dtype.kind not in "iu":
+            if y.dtype.kind == "f" and np.array_equal(y, np.round(y)):
+                y = y.astype(np.int64)
+            else:
+                raise DataError(f"{yname} must hold integer class ids, got dtype {y.dtype}")
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= self.model.config.num_classes:
+            bad = lo if lo < 0 else hi
+            raise DataError(f"{yname} holds label {bad}, outside [0, {self.model.config.num_classes})")
+        return X, y.astype(np.int64, copy=False)
+
+    def _fits_on_device(self, nbytes: int) -> bool:
+        """Whether a tensor of ``nbytes`` can live on the device with room to spare for training."""
+        if self.device.type == "cpu":
+            return True
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return nbytes < 0.5 * free
+        return nbytes < 2**30  # mps: no free-memory query; 1 GiB is safe on any Apple GPU
+
+    def _stage(self, array: np.ndarray) -> torch.Tensor:
+        """``array`` as a tensor on the device if it fits (zero-copy on the CPU), else in pinned host
+        memory from which each batch is copied asynchronously."""
+        t = torch.from_numpy(array)
+        if self._fits_on_device(array.nbytes):
+            return t.to(self.device)
+        return t.pin_memory() if self.device.type == "cuda" else t
+
+    def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        if batch.device != self.device:
+            batch = batch.to(self.device, non_blocking=True)
+        if batch.ndim == 4 and self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def _autocast(self) -> Any:
+        if self.amp:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    # ------------------------------------------------------------------------------------- training
+    def fit(
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        epochs: int,
+        batch_size: int = 32,
+        learning_rate: float = 1e-3,
+        optimizer: str | torch.optim.Optimizer = "adam",
+        optimizer_kwargs: Mapping[str, Any] | None = None,
+        scheduler: str | Callable[[Any], Any] | Any | None = None,
+        scheduler_kwargs: Mapping[str, Any] | None = None,
+        validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+        shuffle: bool = True,
+        callbacks: Iterable[object] | None = None,
+        verbose: int = 1,
+        seed: int | None = None,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        resume: bool = False,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> History:
+        """Train; return the per-epoch :class:`~cnn.training.History` (same contract as ``CNN.fit``).
+
+        Each batch: ``logits = model(x)``, ``loss = cross_entropy(logits, y)`` (mean), ``loss.backward()``,
+        ``optimizer.step()``. After each epoch: validation (eval mode), one scheduler step (plateau
+        schedulers monitor ``val_loss``, else the training loss), the resume checkpoint, the callbacks.
+
+        Args:
+            X: images ``(N, *input_shape)``, cast once to the model dtype. y: int labels ``(N,)``.
+            epochs: total epochs (a resumed run continues up to this number).
+            batch_size: samples per step; the last batch of an epoch holds the remainder.
+            learning_rate: initial rate (ignored when ``optimizer`` is a ``torch.optim.Optimizer``).
+            optimizer: ``'adam'``, ``'sgd'``, ``'adamw'`` with ``optimizer_kwargs`` (momentum, nesterov,
+                weight_decay, betas, eps), or a ``torch.optim.Optimizer`` on ``self.model.parameters()``.
+            scheduler: None/``'none'``, a name with ``scheduler_kwargs`` (step_size, gamma, T_max,
+                eta_min, factor, patience, mode, warmup_epochs), a callable ``optimizer -> scheduler``,
+                or a scheduler object.
+            validation_data: ``(X_val, y_val)`` evaluated after each epoch.
+            shuffle: reshuffle each epoch with :func:`cnn.training.batch_order` (seed, epoch).
+            callbacks: objects with optional ``on_epoch_end(epoch, logs)`` / ``on_train_end(history)``;
+                ``logs`` adds ``samples_per_sec`` (training pass only) to the epoch's history values.
+            verbose: 0 silent, 1 a tqdm bar per epoch, 2 one line per epoch.
+            seed: batch order and (deterministic mode) ``torch.manual_seed``; default ``self.seed``.
+            checkpoint_path: ``.pt`` resume checkpoint written atomically after every epoch and on
+                SIGINT/SIGTERM (after the current batch).
+            resume: continue from ``checkpoint_path`` if it exists (else start afresh).
+            loss: ``loss(logits, y) -> scalar tensor``; default ``F.cross_entropy``.
+
+        Returns:
+            History ``{loss, accuracy, val_loss, val_accuracy, lr, epoch_time}``: per-epoch lists; loss
+            and accuracy are means over the epoch's training batches (training mode).
+
+        Raises:
+            DataError, ConfigError: bad data or arguments. TrainingDivergedError: NaN/inf loss.
+            TrainingInterrupted: SIGINT/SIGTERM, after writing the checkpoint (when a path was given).
+            CheckpointError: ``resume`` from a corrupt checkpoint or one of another run set-up.
+        """
+        epochs, batch_size, verbose = int(epochs), int(batch_size), int(verbose)
+        if epochs < 1:
+            raise ConfigError(f"fit: epochs must be >= 1, got {epochs}")
+        if batch_size < 1:
+            raise ConfigError(f"fit: batch_size must be >= 1, got {batch_size}")
+        X, y = self._check_data(X, y, "X", "y")
+        if validation_data is not None:
+            X_val, y_val = self._check_data(*validation_data, "validation X", "validation y")
+        n = len(y)
+        seed = self.seed if seed is None else int(seed)
+        loss_fn = F.cross_entropy if loss is None else loss
+        model = self.model
+        if self.deterministic:
+            torch.manual_seed(seed)  # dropout masks; a resumed run restores the saved RNG state instead
+
+        if isinstance(optimizer, str):
+            opt = make_torch_optimizer(
+                optimizer, model.parameters(), learning_rate, **dict(optimizer_kwargs or {})
+            )
+        else:
+            opt = optimizer
+        if scheduler is None:
+            sched = None
+        elif isinstance(scheduler, str):  # 'none' with warmup_epochs > 0 is a warm-up alone
+            sched = make_torch_scheduler(scheduler, opt, **dict(scheduler_kwargs or {}))
+        elif callable(scheduler) and not hasattr(scheduler, "step"):
+            sched = scheduler(opt)
+        else:
+            sched = scheduler
+
+        num_batches = math.ceil(n / batch_size)
+        if self.model.config.use_batchnorm and self.model.config.dense_units and n % batch_size == 1:
+            # BatchNorm1d has no variance to normalise by in a one-sample batch (torch refuses it).
+            raise ConfigError(
+                f"fit: the last batch of each epoch would hold 1 sample (N={n}, batch_size={batch_size}), "
+                f"which BatchNorm1d cannot normalise; change batch_size or drop a sample"
+            )
+        run_key = {
+            "n": n,
+            "batch_size": batch_size,
+            "seed": seed,
+            "shuffle": bool(shuffle),
+            "labels_crc32": zlib.crc32(y.tobytes()),
+            "optimizer": type(opt).__name__,
+            "scheduler": None if sched is None else type(sched).__name__,
+        }
+        history = History()
+        start_epoch, start_batch, partial = 1, 0, None
+        ckpt = None if checkpoint_path is None else Path(checkpoint_path)
+        if resume:
+            if ckpt is None:
+                raise ConfigError("fit: resume=True needs a checkpoint_path")
+            if ckpt.exists():
+                start_epoch, start_batch, partial, history = self._restore_training(ckpt, opt, sched, run_key)
+                if verbose:
+                    print(
+                        f"resuming from {ckpt}: epoch {start_epoch}, batch {start_batch}/{num_batches}",
+                        flush=True,
+                    )
+            elif verbose:
+                print(f"no checkpoint at {ckpt}: starting from epoch 1", flush=True)
+
+        X_dev, y_dev = self._stage(X), self._stage(y)
+        cbs = CallbackList(callbacks)
+        was_training = model.training
+        model.train()
+        try:
+            with InterruptGuard() as guard:
+                for epoch in range(start_epoch, epochs + 1):
+                    lr = float(opt.param_groups[0]["lr"])
+                    order = batch_order(n, batch_size, epoch, seed, shuffle) if shuffle else None
+                    bar = ProgressBar(num_batches, epoch, epochs, verbose, initial=start_batch)
+                    if partial:
+                        loss_sum, correct, seen, elapsed = (
+                            float(partial["loss_sum"]),
+                            int(partial["correct"]),
+                            int(partial["seen"]),
+                            float(partial["elapsed"]),
+                        )
+                    else:
+                        loss_sum, correct, seen, elapsed = 0.0, 0, 0, 0.0
+                    t0 = time.perf_counter()
+                    for b in range(start_batch, num_batches):
+                        if order is None:
+                            sl = slice(b * batch_size, (b + 1) * batch_size)
+                            xb, yb = X_dev[sl], y_dev[sl]
+                        else:
+                            idx = torch.from_numpy(order[b]).to(X_dev.device)
+                            xb, yb = X_dev[idx], y_dev[idx]
+                        xb, yb = self._to_device(xb), self._to_device(yb)
+                        with self._autocast():
+                            logits = self._forward(xb)
+                            batch_loss_t = loss_fn(logits, yb)
+                        batch_loss = float(batch_loss_t.detach())
+                        if not math.isfinite(batch_loss):
+                            bar.abandon()
+                            check_finite_loss(
+                                batch_loss, epoch, b + 1, num_batches, float(opt.param_groups[0]["lr"])
+                            )
+                        opt.zero_grad(set_to_none=True)
+                        batch_loss_t.backward()
+                        opt.step()
+                        m = len(yb)
+                        loss_sum += batch_loss * m
+                        correct += int((logits.argmax(dim=1) == yb).sum())
+                        seen += m
+                        bar.update(loss_sum / seen, correct / seen)
+                        if guard.requested and b + 1 < num_batches:
+                            elapsed += time.perf_counter() - t0
+                            bar.abandon()
+                            if ckpt is not None:
+                                part = {
+                                    "loss_sum": loss_sum,
+                                    "correct": correct,
+                                    "seen": seen,
+                                    "elapsed": elapsed,
+                                }
+                                self._save_training(
+                                    ckpt, opt, sched, run_key, history, epoch - 1, b + 1, part
+                                )
+                            raise guard.interrupted(ckpt, epoch, b + 1, num_batches)
+                    t_trained = time.perf_counter()
+                    val_loss = val_acc = None
+                    if validation_data is not None:
+                        val = self.evaluate(X_val, y_val)
+                        val_loss, val_acc = val["loss"], val["accuracy"]
+                        model.train()
+                    history.append(
+                        loss=loss_sum / seen,
+                        accuracy=correct / seen,
+                        val_loss=val_loss,
+                        val_accuracy=val_acc,
+                        lr=lr,
+                        epoch_time=elapsed + (time.perf_counter() - t0),
+                    )
+                    logs = history.last()
+                    step_scheduler(sched, logs)
+                    if ckpt is not None:
+                        self._save_training(ckpt, opt, sched, run_key, history, epoch, 0, None)
+                    bar.close(logs)
+                    seen_here = seen - (int(partial["seen"]) if partial else 0)
+                    logs["samples_per_sec"] = seen_here / max(t_trained - t0, 1e-9)
+                    cbs.on_epoch_end(epoch, logs)
+                    start_batch, partial = 0, None
+                    if guard.requested:
+                        raise guard.interrupted(ckpt, epoch, num_batches, num_batches)
+            cbs.on_train_end(history)
+        finally:
+            model.train(was_training)
+        return history
+
+    # ------------------------------------------------------------------------------ resume checkpoints
+    def _save_training(
+        self,
+        path: Path,
+        opt: torch.optim.Optimizer,
+        sched: Any,
+        run_key: dict[str, Any],
+        history: History,
+        epoch: int,
+        batch: int,
+        partial: dict[str, float] | None,
+    ) -> None:
+        """Write the resume checkpoint: ``epoch`` epochs completed plus ``batch`` batches of the next."""
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        state = self.model.checkpoint_dict()
+        state.update(
+            {
+                "resume_format": RESUME_FORMAT,
+                "epoch": epoch,
+                "batch": batch,
+                "partial": partial,
+                "history": {k: list(v) for k, v in history.items()},
+                "rng": rng,
+                "optimizer": _to_cpu(opt.state_dict()),
+                "scheduler": None if sched is None else sched.state_dict(),
+                "run": run_key,
+            }
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(state, path)
+
+    def _restore_training(
+        self, path: Path, opt: torch.optim.Optimizer, sched: Any, run_key: dict[str, Any]
+    ) -> tuple[int, int, dict[str, float] | None, History]:
+        """Load a resume checkpoint into the model, ``opt`` and ``sched``; return where to continue."""
+        ckpt = read_checkpoint(path)
+        if ckpt.get("resume_format") != RESUME_FORMAT:
+            raise CheckpointError(
+                f"{path}: a model checkpoint, not a resume checkpoint (no resume_format={RESUME_FORMAT!r})"
+            )
+        mine = self.model.config.to_dict()
+        if ckpt["arch"] != mine or ckpt["dtype"] != str(self.dtype).removeprefix("torch."):
+            raise CheckpointError(
+                f"{path}: checkpoint is of another model ({ckpt['arch']}, {ckpt['dtype']}); this model is "
+                f"({mine}, {str(self.dtype).removeprefix('torch.')})"
+            )
+        try:
+            saved_key = ckpt["run"]
+            for k, v in run_key.items():
+                if saved_key.get(k) != v:
+                    what = "the training labels" if k == "labels_crc32" else k
+                    raise CheckpointError(
+                        f"{path}: checkpoint was written with {k}={saved_key.get(k)!r}, "
+                        f"this fit has {k}={v!r}; resume only with the same data and settings ({what} differ)"
+                    )
+            epoch, batch, partial = int(ckpt["epoch"]), int(ckpt["batch"]), ckpt["partial"]
+            history = History(ckpt["history"])
+            load_state_dict_checked(self.model, ckpt["state_dict"], source=str(path))
+            opt.load_state_dict(ckpt["optimizer"])
+            if sched is not None:
+                sched.load_state_dict(ckpt["scheduler"])
+            torch.set_rng_state(ckpt["rng"]["cpu"])
+            if self.device.type == "cuda" and "cuda" in ckpt["rng"]:
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
+            raise CheckpointError(f"{path}: malformed resume state ({type(exc).__name__}: {exc})") from None
+        return epoch + 1, batch, partial, history
+
+    # ------------------------------------------------------------------------------------- inference
+    @torch.no_grad()
+    def _batched_logits(self, X: ArrayLike, batch_size: int) -> Iterator[tuple[slice, torch.Tensor]]:
+        """Eval-mode logits of ``X`` one batch at a time (on the device); the mode is restored after."""
+        X = np.asarray(X)
+        shape = self.model.config.input_shape
+        if X.ndim == len(shape):
+            X = X[None]
+        if X.ndim != 4 or X.shape[1:] != shape:
+            raise DataError(f"X must have shape (N, {', '.join(map(str, shape))}), got {X.shape}")
+        X_dev = self._stage(np.ascontiguousarray(X, dtype=numpy_dtype(self.dtype)))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(X), batch_size):
+                sl = slice(start, start + batch_size)
+                with self._autocast():
+                    logits = self._forward(self._to_device(X_dev[sl]))
+                yield sl, logits.to(self.dtype)
+        finally:
+            self.model.train(was_training)
+
+    def predict_logits(self, X: ArrayLike, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+        """Logits ``(N, num_classes)`` in the model dtype (eval mode), as a NumPy array."""
+        parts = [logits.cpu().numpy() for _, logits in self._batched_logits(X, batch_size)]
+        return np.concatenate(parts) if parts else np.empty((0, self.model.config.num_classes))
+
+    def predict_proba(self, X: ArrayLike, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+        """Class probabilities ``softmax(logits)`` ``(N, num_classes)`` in the model dtype (eval mode)."""
+        parts = [torch.softmax(z, dim=1).cpu().numpy() for _, z in self._batched_logits(X, batch_size)]
+        return np.concatenate(parts)
+
+    def predict(self, X: ArrayLike, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+        """Predicted class ids ``(N,)`` int64: the argmax of the logits (eval mode)."""
+        parts = [z.argmax(dim=1).cpu().numpy() for _, z in self._batched_logits(X, batch_size)]
+        return np.concatenate(parts).astype(np.int64, copy=False)
+
+    def evaluate(self, X: ArrayLike, y: ArrayLike, batch_size: int = EVAL_BATCH_SIZE) -> dict[str, float]:
+        """``{"loss": mean cross-entropy, "accuracy": fraction correct}`` over ``X``, ``y`` (eval mode)."""
+        X, y = self._check_data(X, y, "X", "y")
+        y_t = torch.from_numpy(y).to(self.device)
+        loss_sum, correct = 0.0, 0
+        for sl, logits in self._batched_logits(X, batch_size):
+            yb = y_t[sl]
+            loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == yb).sum())
+        return {"loss": loss_sum / len(y), "accuracy": correct / len(y)}
+
+    def score(self, X: ArrayLike, y: ArrayLike, batch_size: int = EVAL_BATCH_SIZE) -> float:
+        """Accuracy on ``X``, ``y``: the fraction of samples whose predicted class equals the label."""
+        return self.evaluate(X, y, batch_size)["accuracy"]
+
+    # ---------------------------------------------------------------------------------- save / load
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the model's ``.pt`` checkpoint (see :meth:`TorchCNN.save`)."""
+        return self.model.save(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], **options: Any) -> TorchTrainer:
+        """A trainer around the model saved at ``path`` (a model or resume checkpoint), in eval mode;
+        ``options`` are the constructor's (device, threads, ...)."""
+        return cls(TorchCNN.load(path).eval(), **options)
+
+
+def _to_cpu(tree: Any) -> Any:
+    """A copy of a nested state with every tensor moved to the CPU (checkpoints load on any machine)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu().clone()
+    if isinstance(tree, dict):
+        return {k: _to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(_to_cpu(v) for v in tree)
+    return tree

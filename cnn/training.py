@@ -1,0 +1,584 @@
+"""Framework-agnostic training utilities shared by the NumPy ``CNN.fit`` and the PyTorch trainer.
+
+Both trainers use the same pieces so that, given one seed, they see the same batches in the same order,
+record the same history, stop on the same faults and resume the same way:
+
+* :func:`batch_order` -- the seeded mini-batch schedule of one epoch (a function of ``(seed, epoch)`` only,
+  so a resumed run needs no shuffling state);
+* :class:`History` -- the per-epoch record ``{loss, accuracy, val_loss, val_accuracy, lr, epoch_time}``;
+* :class:`CallbackList` -- dispatch of ``on_epoch_end(epoch, logs)`` / ``on_train_end(history)``;
+* :func:`check_finite_loss` -- the NaN/inf guard (:class:`~cnn.errors.TrainingDivergedError`);
+* :class:`InterruptGuard` and :class:`TrainingInterrupted` -- SIGINT/SIGTERM finish the current batch,
+  the trainer writes its resume checkpoint, then raises;
+* :class:`ProgressBar` -- a tqdm bar with the running loss and accuracy (or nothing, ``verbose=0``);
+* :func:`step_scheduler` -- one scheduler step per epoch, plateau schedulers on a metric;
+* checkpoint I/O without pickle: :func:`write_npz_atomic`, :func:`read_npz`, :func:`pack_state` /
+  :func:`unpack_state` (nested optimizer/scheduler state -> JSON + named arrays), :func:`rng_state` /
+  :func:`set_rng_state` (a NumPy ``Generator``'s state as JSON-ready data).
+
+Nothing here imports a deep-learning framework; torch tensors pass through :func:`pack_state` as anything
+with ``__array__`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnn.errors import CheckpointError, TrainingDivergedError
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "HISTORY_KEYS",
+    "CallbackList",
+    "History",
+    "InterruptGuard",
+    "ProgressBar",
+    "TrainingInterrupted",
+    "batch_order",
+    "check_finite_loss",
+    "decode_json",
+    "encode_json",
+    "pack_state",
+    "read_npz",
+    "rng_state",
+    "scheduler_wants_metric",
+    "set_rng_state",
+    "step_scheduler",
+    "unpack_state",
+    "write_npz_atomic",
+]
+
+#: Value of the ``__format__`` member of every ``.npz`` checkpoint this library writes.
+CHECKPOINT_FORMAT = "cnn-checkpoint"
+#: Bumped when the checkpoint layout changes incompatibly; loaders reject newer versions.
+CHECKPOINT_VERSION = 1
+#: The keys of a training history, in order.
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_time")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Interruption
+# --------------------------------------------------------------------------------------------------------
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT/SIGTERM after the current batch; a resume checkpoint was written.
+
+    A ``KeyboardInterrupt`` subclass, so code that does not know it still treats it as Ctrl-C (the
+    command-line stages exit 130). ``str(exc)`` says where the checkpoint is and how to resume.
+
+    Attributes:
+        signal_name: ``"SIGINT"`` or ``"SIGTERM"``.
+        checkpoint_path: the resume checkpoint written before raising, or None when none was asked for.
+        epoch: the 1-based epoch that was running.
+        batch: batches of that epoch completed (and saved) before stopping.
+    """
+
+    def __init__(
+        self, message: str, *, signal_name: str, checkpoint_path: Path | None, epoch: int, batch: int
+    ) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+        self.checkpoint_path = checkpoint_path
+        self.epoch = epoch
+        self.batch = batch
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class InterruptGuard:
+    """Context manager that turns SIGINT/SIGTERM into a flag the training loop polls between batches.
+
+    Inside ``with InterruptGuard() as guard:`` the first signal only sets ``guard.signal_name``; the loop
+    finishes its batch, writes its checkpoint and calls :meth:`interrupted` to build the exception. A
+    second signal raises ``KeyboardInterrupt`` at once (the user insists; checkpoint writes are atomic, so
+    nothing half-written is left). The previous handlers are restored on exit. Outside the main thread
+    (where Python cannot install handlers) the guard is inert and signals behave as usual.
+    """
+
+    def __init__(self, signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
+        self._signals = tuple(signals)
+        self._previous: dict[int, Any] = {}
+        self.signal_name: str | None = None
+
+    @property
+    def requested(self) -> bool:
+        """True once a signal arrived; the loop should stop after the current batch."""
+        return self.signal_name is not None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signal_name is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping at once")
+        self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self) -> InterruptGuard:
+        self.signal_name = None
+        if threading.current_thread() is threading.main_thread():
+            for s in self._signals:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+    def interrupted(
+        self, checkpoint_path: str | os.PathLike[str] | None, epoch: int, batch: int, num_batches: int
+    ) -> TrainingInterrupted:
+        """The exception to raise after the checkpoint (if any) was written at ``epoch``/``batch``."""
+        name = self.signal_name or "SIGINT"
+        where = f"epoch {epoch}, batch {batch}/{num_batches}"
+        if checkpoint_path is None:
+            msg = f"training interrupted by {name} at {where}; no checkpoint_path was given, nothing saved"
+            path = None
+        else:
+            path = Path(checkpoint_path)
+            msg = (
+                f"training interrupted by {name} at {where}; resume checkpoint written to {path}. "
+                f"Resume with fit(..., checkpoint_path='{path}', resume=True) "
+                f"(pipeline: train.resume=true)"
+            )
+        return TrainingInterrupted(msg, signal_name=name, checkpoint_path=path, epoch=epoch, batch=batch)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Batches, history, callbacks, guards
+# --------------------------------------------------------------------------------------------------------
+def batch_order(n: int, batch_size: int, epoch: int, seed: int, shuffle: bool = True) -> list[np.ndarray]:
+    """The mini-batches of one epoch as int64 index arrays into the ``n`` training samples.
+
+    With ``shuffle`` the order is a permutation drawn from ``np.random.default_rng([seed, epoch])``: a
+    pure function of ``(seed, epoch)``, the same in every framework and in a resumed run. Without it the
+    batches are ``0..n`` in order. The last batch holds the remainder (it is not dropped).
+
+    Args:
+        n: number of samples (>= 1).
+        batch_size: samples per batch (>= 1).
+        epoch: 1-based epoch number.
+        seed: the run's seed (a non-negative int).
+        shuffle: shuffle the samples for this epoch.
+
+    Returns:
+        ``ceil(n / batch_size)`` int64 arrays whose concatenation is a permutation of ``range(n)``.
+    """
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"batch_order needs n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+    if shuffle:
+        idx = np.random.default_rng([int(seed), int(epoch)]).permutation(n).astype(np.int64, copy=False)
+    else:
+        idx = np.arange(n, dtype=np.int64)
+    return [idx[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+class History(dict):
+    """Per-epoch training record: a ``dict`` of equally long lists under :data:`HISTORY_KEYS`.
+
+    ``val_loss`` / ``val_accuracy`` hold ``None`` for epochs without validation data; ``lr`` is the
+    learning rate used during the epoch (before the scheduler stepped); ``epoch_time`` is the wall time of
+    the epoch in seconds, validation included.
+    """
+
+    def __init__(self, data: Mapping[str, Iterable[Any]] | None = None) -> None:
+        super().__init__({k: [] for k in HISTORY_KEYS})
+        if data is not None:
+            for k in HISTORY_KEYS:
+                self[k] = list(data.get(k, []))
+
+    @property
+    def epochs(self) -> int:
+        """Number of recorded epochs."""
+        return len(self["loss"])
+
+    def append(self, **values: Any) -> None:
+        """Record one epoch; every key of :data:`HISTORY_KEYS` must be given (values may be None)."""
+        missing = set(HISTORY_KEYS) - values.keys()
+        if missing:
+            raise ValueError(f"History.append is missing {sorted(missing)}")
+        for k in HISTORY_KEYS:
+            v = values[k]
+            self[k].append(None if v is None else float(v))
+
+    def last(self) -> dict[str, float]:
+        """The latest epoch's values, without the ``None`` ones."""
+        return {k: self[k][-1] for k in HISTORY_KEYS if self[k] and self[k][-1] is not None}
+
+    def to_records(self) -> list[dict[str, float]]:
+        """``[{"epoch": 1, "loss": ..., ...}, ...]`` (``None`` values left out): the DVC plots format."""
+        rows = []
+        for i in range(self.epochs):
+            row: dict[str, float] = {"epoch": i + 1}
+            row.update({k: self[k][i] for k in HISTORY_KEYS if i < len(self[k]) and self[k][i] is not None})
+            rows.append(row)
+        return rows
+
+
+class CallbackList:
+    """Calls the optional hooks ``on_epoch_end(epoch, logs)`` and ``on_train_end(history)`` of each callback.
+
+    A callback is any object; hooks it does not define are skipped. ``epoch`` is 1-based; ``logs`` holds
+    that epoch's history values that are not ``None`` plus ``samples_per_sec`` (training samples per second
+    of the training pass, validation excluded).
+    """
+
+    def __init__(self, callbacks: Iterable[object] | None = None) -> None:
+        self.callbacks = list(callbacks or [])
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        for cb in self.callbacks:
+            hook = getattr(cb, "on_epoch_end", None)
+            if hook is not None:
+                hook(epoch, dict(logs))
+
+    def on_train_end(self, history: History) -> None:
+        for cb in self.callbacks:
+            hook = getattr(cb, "on_train_end", None)
+            if hook is not None:
+                hook(history)
+
+
+def check_finite_loss(loss: float, epoch: int, batch: int, num_batches: int, lr: float) -> None:
+    """Raise :class:`~cnn.errors.TrainingDivergedError` if ``loss`` is NaN or infinite.
+
+    ``batch`` is 1-based. The message reads ``loss is nan at epoch 3, batch 17/157; try a lower learning
+    rate (now 0.1)``.
+    """
+    if not math.isfinite(loss):
+        raise TrainingDivergedError(
+            f"loss is {loss} at epoch {epoch}, batch {batch}/{num_batches}; "
+            f"try a lower learning rate (now {lr:g})"
+        )
+
+
+def scheduler_wants_metric(scheduler: object) -> bool:
+    """True for plateau-style schedulers whose ``step`` takes the monitored metric.
+
+    A scheduler may say so with a ``needs_metric`` attribute (every :mod:`cnn.schedulers` class has one);
+    otherwise any class named ``ReduceLROnPlateau`` (e.g. ``torch.optim.lr_scheduler``'s) does.
+    """
+    flag = getattr(scheduler, "needs_metric", None)
+    if flag is not None:
+        return bool(flag)
+    return any(cls.__name__ == "ReduceLROnPlateau" for cls in type(scheduler).__mro__)
+
+
+def step_scheduler(scheduler: object | None, logs: Mapping[str, Any]) -> None:
+    """One end-of-epoch scheduler step; plateau schedulers monitor ``val_loss``, else the training loss."""
+    if scheduler is None:
+        return
+    if scheduler_wants_metric(scheduler):
+        metric = logs.get("val_loss")
+        scheduler.step(logs["loss"] if metric is None else metric)  # type: ignore[attr-defined]
+    else:
+        scheduler.step()  # type: ignore[attr-defined]
+
+
+class ProgressBar:
+    """A tqdm bar over one epoch's batches showing the running loss and accuracy; silent if ``verbose=0``.
+
+    ``verbose=1``: one bar per epoch (left on screen, with the epoch's validation figures at the end);
+    ``verbose=2``: one summary line per epoch, no bar. Output goes to stderr. The postfix is refreshed at
+    most every ``refresh_s`` seconds, so the per-batch cost is a counter increment and a clock read.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        epoch: int,
+        epochs: int,
+        verbose: int = 1,
+        initial: int = 0,
+        refresh_s: float = 0.2,
+    ) -> None:
+        self.verbose = verbose
+        self.desc = f"epoch {epoch}/{epochs}"
+        self._bar = None
+        self._next_refresh = 0.0
+        self._refresh_s = refresh_s
+        if verbose == 1:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(
+                total=total, initial=initial, desc=self.desc, unit="batch", leave=True, file=sys.stderr
+            )
+
+    def update(self, loss: float, accuracy: float) -> None:
+        """One batch done; ``loss`` and ``accuracy`` are the running means over the epoch so far."""
+        bar = self._bar
+        if bar is None:
+            return
+        bar.update(1)
+        now = time.monotonic()
+        if now >= self._next_refresh:
+            self._next_refresh = now + self._refresh_s
+            bar.set_postfix_str(f"loss={loss:.4f} acc={accuracy:.4f}", refresh=False)
+
+    def close(self, logs: Mapping[str, Any]) -> None:
+        """End of the epoch: show the epoch's figures (``loss``, ``accuracy``, ``val_*``, ``lr``)."""
+        text = "  ".join(
+            f"{k}={logs[k]:.4g}" if k == "lr" else f"{k}={logs[k]:.4f}"
+            for k in ("loss", "accuracy", "val_loss", "val_accuracy", "lr")
+            if logs.get(k) is not None
+        )
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=True)
+            self._bar.close()
+        elif self.verbose >= 2:
+            print(f"{self.desc}: {text}  ({logs.get('epoch_time', 0.0):.1f}s)", file=sys.stderr, flush=True)
+
+    def abandon(self) -> None:
+        """Close the bar without a summary (the epoch ended in an error or an interrupt)."""
+        if self._bar is not None:
+            self._bar.close()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Checkpoint I/O (no pickle anywhere)
+# --------------------------------------------------------------------------------------------------------
+def encode_json(obj: Any) -> np.ndarray:
+    """A JSON document as a 0-d unicode array: an ``.npz`` member that loads without pickle."""
+    return np.array(json.dumps(obj, sort_keys=True))
+
+
+def decode_json(members: Mapping[str, np.ndarray], key: str, path: str | os.PathLike[str]) -> Any:
+    """Parse the JSON member ``key`` of a loaded checkpoint; :class:`CheckpointError` if it is not one."""
+    if key not in members:
+        raise CheckpointError(f"{path}: not a cnn checkpoint (missing key '{key}')")
+    arr = members[key]
+    if arr.ndim != 0 or arr.dtype.kind != "U":
+        raise CheckpointError(f"{path}: member '{key}' must be a JSON string, found {arr.dtype} {arr.shape}")
+    try:
+        return json.loads(str(arr))
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: member '{key}' is not valid JSON ({exc})") from None
+
+
+def write_npz_atomic(path: str | os.PathLike[str], members: Mapping[str, np.ndarray]) -> Path:
+    """Write ``members`` as an uncompressed ``.npz`` at ``path`` atomically.
+
+    The data go to ``<path>.tmp`` in the same directory, are flushed to disk, then renamed over ``path``
+    (``os.replace``), so a reader or a crash sees the old file or the new one, never half of one. Parent
+    directories are created. No member may need pickle (object arrays are refused).
+    """
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise CheckpointError(f"{path}: checkpoint files must end in .npz")
+    for k, v in members.items():
+        if np.asarray(v).dtype.hasobject:
+            raise CheckpointError(f"{path}: member '{k}' is an object array, which would need pickle")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **members)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# Failures that mean "these bytes are not a valid .npz": zip structure, npy headers (parsed with
+# ast.literal_eval), data sizes, CRCs, absurd shapes.
+_CORRUPT = (
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    SyntaxError,
+    MemoryError,
+    OverflowError,
+    RecursionError,
+    UnicodeDecodeError,
+    NotImplementedError,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+)
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """One ``.npy`` member, its header checked against the member's size before any data is allocated."""
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+        if dtype.hasobject:
+            raise ValueError("object array (would need pickle)")
+        count = math.prod(shape)
+        expected = f.tell() + count * dtype.itemsize
+        if expected != info.file_size:
+            raise ValueError(
+                f"header says {shape} {dtype} ({expected} bytes) but the member holds {info.file_size}"
+            )
+        data = f.read(count * dtype.itemsize)
+        if len(data) != count * dtype.itemsize:
+            raise ValueError("truncated data")
+    arr = np.frombuffer(data, dtype=dtype)
+    if fortran:
+        return arr.reshape(shape[::-1]).T.copy()
+    return arr.reshape(shape).copy()
+
+
+def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every member of the ``.npz`` at ``path``, read eagerly and without pickle.
+
+    Any file that is missing, not a zip, truncated, has a corrupt member (bad CRC, bad ``.npy`` header,
+    size not matching its header, object dtype) raises :class:`CheckpointError` naming the file and the
+    member; nothing else escapes (a fuzzed file cannot trigger a huge allocation: sizes are checked first).
+
+    Returns:
+        ``{member name without '.npy': array}``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    members: dict[str, np.ndarray] = {}
+    name = None
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                name = info.filename
+                if not name.endswith(".npy"):
+                    raise ValueError("not a .npy member")
+                members[name[: -len(".npy")]] = _read_member(zf, info)
+    except _CORRUPT as exc:
+        where = f" (member '{name}')" if name is not None else ""
+        raise CheckpointError(f"{path}: not a readable .npz checkpoint{where}: {exc}") from None
+    return members
+
+
+def check_format(members: Mapping[str, np.ndarray], path: str | os.PathLike[str]) -> int:
+    """Check the ``__format__``/``__version__`` tags of a loaded checkpoint; return its version."""
+    fmt = decode_json(members, "__format__", path)
+    if fmt != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: not a cnn checkpoint (__format__ is {fmt!r}, expected '{CHECKPOINT_FORMAT}')"
+        )
+    version = decode_json(members, "__version__", path)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint version {version!r} is not supported "
+            f"(this library reads versions 1..{CHECKPOINT_VERSION})"
+        )
+    return version
+
+
+def format_members() -> dict[str, np.ndarray]:
+    """The ``__format__`` and ``__version__`` members every checkpoint starts with."""
+    return {"__format__": encode_json(CHECKPOINT_FORMAT), "__version__": encode_json(CHECKPOINT_VERSION)}
+
+
+def pack_state(tree: Any, prefix: str) -> tuple[Any, dict[str, np.ndarray]]:
+    """Split a nested state (an optimizer's or scheduler's ``state_dict()``) into JSON and arrays.
+
+    Arrays (anything with ``__array__`` that is not a Python scalar, e.g. ndarrays or CPU torch tensors)
+    become members ``f"{prefix}{i}"`` and are replaced in the tree by ``{"__array__": name}``. Tuples and
+    dicts with non-string keys are tagged so :func:`unpack_state` rebuilds them exactly; NumPy scalars
+    become Python numbers.
+
+    Returns:
+        ``(json_tree, {member name: ndarray})``.
+    """
+    arrays: dict[str, np.ndarray] = {}
+
+    def enc(x: Any) -> Any:
+        if x is None or isinstance(x, (bool, int, float, str)):
+            return x
+        if isinstance(x, np.generic):
+            return x.item()
+        if isinstance(x, Mapping):
+            if all(isinstance(k, str) for k in x):
+                if any(k.startswith("__") and k.endswith("__") for k in x):
+                    return {"__items__": [[k, enc(v)] for k, v in x.items()]}
+                return {k: enc(v) for k, v in x.items()}
+            return {"__items__": [[enc(k), enc(v)] for k, v in x.items()]}
+        if isinstance(x, tuple):
+            return {"__tuple__": [enc(v) for v in x]}
+        if isinstance(x, list):
+            return [enc(v) for v in x]
+        if hasattr(x, "__array__"):
+            name = f"{prefix}{len(arrays)}"
+            arrays[name] = np.array(x)  # a copy: the caller keeps mutating its state
+            return {"__array__": name}
+        raise TypeError(f"cannot store a {type(x).__name__} in a checkpoint state")
+
+    return enc(tree), arrays
+
+
+def unpack_state(
+    tree: Any,
+    members: Mapping[str, np.ndarray],
+    path: str | os.PathLike[str],
+    to_array: Callable[[np.ndarray], Any] | None = None,
+) -> Any:
+    """Inverse of :func:`pack_state`; ``to_array`` converts each array (e.g. ``torch.from_numpy``).
+
+    Raises :class:`CheckpointError` if the tree names a member the file does not have.
+    """
+
+    def dec(x: Any) -> Any:
+        if isinstance(x, list):
+            return [dec(v) for v in x]
+        if isinstance(x, dict):
+            if set(x) == {"__array__"}:
+                name = x["__array__"]
+                if not isinstance(name, str) or name not in members:
+                    raise CheckpointError(f"{path}: state refers to array member {name!r}, which is missing")
+                arr = members[name]
+                return to_array(arr) if to_array is not None else arr
+            if set(x) == {"__tuple__"}:
+                return tuple(dec(v) for v in x["__tuple__"])
+            if set(x) == {"__items__"}:
+                return {_hashable(dec(k)): dec(v) for k, v in x["__items__"]}
+            return {k: dec(v) for k, v in x.items()}
+        return x
+
+    try:
+        return dec(tree)
+    except (TypeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: malformed state ({exc})") from None
+
+
+def _hashable(k: Any) -> Any:
+    if isinstance(k, list):
+        return tuple(_hashable(v) for v in k)
+    return k
+
+
+def rng_state(gen: np.random.Generator) -> dict[str, Any]:
+    """The state of ``gen``'s bit generator as JSON-ready data (Python ints are arbitrary precision)."""
+    return gen.bit_generator.state
+
+
+def set_rng_state(gen: np.random.Generator, state: Mapping[str, Any], what: str = "rng") -> None:
+    """Restore a state from :func:`rng_state`; :class:`CheckpointError` if it does not fit ``gen``."""
+    try:
+        gen.bit_generator.state = dict(state)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"cannot restore {what}: expected a {type(gen.bit_generator).__name__} state, found {exc}"
+        ) from None

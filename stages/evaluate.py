@@ -1,0 +1,437 @@
+"""Stage ``evaluate``: both trained models on the test split -> metrics, DVC plot data, the comparison.
+
+    python -m stages.evaluate [--params params.yaml] [--no-track] [--debug]
+
+Reads ``data.processed_dir``, ``data.name``, ``train.threads`` (per framework), ``tracking.uri``, and:
+
+    <processed_dir>/test.npz, <processed_dir>/stats.json
+    models/numpy/model.npz, models/torch/model.pt          the trained models
+    metrics/train_<fw>.json                                training time, epochs, batch, samples/s
+    models/<fw>/mlflow_run.json                            the training runs to log into
+
+Writes:
+
+    metrics/evaluate.json         per framework: test_accuracy, test_loss, misclassified, macro/weighted
+                                  P/R/F1, per_class P/R/F1/support, inference_images_per_sec (batch 1000),
+                                  the training numbers; plus "agreement" between the two models
+    plots/confusion_<fw>.json     [{"actual": 7, "predicted": 7}, ...] one row per test image (DVC
+                                  ``confusion`` template, x: actual, y: predicted)
+    reports/predictions.npz       y (N,), <fw>_proba (N, K) float32: what the plot stage draws from
+    reports/disagreements.json    the test indices where the two models disagree, with both predictions
+    reports/comparison.md         the Performance Comparison table (cnn.report)
+
+and logs the test metrics and the report to both training runs (MLflow). Each model runs once over the
+test set, in batches of 1000, timed: the same pass gives the metrics and the inference throughput. Ends
+with the comparison table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnn.errors import CheckpointError, DataError
+from cnn.losses import CrossEntropyLoss
+from cnn.metrics import agreement, classification_report, softmax, timed_inference
+from cnn.report import comparison_summary, comparison_table, render_comparison
+
+log = logging.getLogger(__name__)
+
+FRAMEWORKS = ("numpy", "torch")
+MODEL_FILES = {"numpy": "model.npz", "torch": "model.pt"}
+INFERENCE_BATCH_SIZE = 1000
+"""Images per forward pass when timing inference (the issue's "inference images/s at batch 1000")."""
+
+
+@dataclass(frozen=True)
+class EvaluatePaths:
+    """Where the evaluate stage reads and writes, relative to the repository root by default."""
+
+    processed_dir: Path = Path("data/processed")
+    models_dir: Path = Path("models")
+    metrics_dir: Path = Path("metrics")
+    plots_dir: Path = Path("plots")
+    reports_dir: Path = Path("reports")
+
+    @property
+    def test(self) -> Path:
+        return self.processed_dir / "test.npz"
+
+    @property
+    def stats(self) -> Path:
+        return self.processed_dir / "stats.json"
+
+    def model(self, fw: str) -> Path:
+        return self.models_dir / fw / MODEL_FILES[fw]
+
+    def run_pointer(self, fw: str) -> Path:
+        return self.models_dir / fw / "mlflow_run.json"
+
+    def train_metrics(self, fw: str) -> Path:
+        return self.metrics_dir / f"train_{fw}.json"
+
+    @property
+    def evaluate_metrics(self) -> Path:
+        return self.metrics_dir / "evaluate.json"
+
+    def confusion(self, fw: str) -> Path:
+        return self.plots_dir / f"confusion_{fw}.json"
+
+    @property
+    def predictions(self) -> Path:
+        return self.reports_dir / "predictions.npz"
+
+    @property
+    def disagreements(self) -> Path:
+        return self.reports_dir / "disagreements.json"
+
+    @property
+    def comparison(self) -> Path:
+        return self.reports_dir / "comparison.md"
+
+
+# ------------------------------------------------------------------------------------------------ models
+def load_logits_fn(framework: str, path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], Any]:
+    """Load a trained model; return ``(fn, model)`` with ``fn(x (B, C, H, W)) -> logits (B, K)`` in eval mode.
+
+    Raises:
+        CheckpointError: the file is missing or not a model of ours (from the model classes' loaders).
+    """
+    if not path.is_file():
+        raise CheckpointError(f"{path}: trained {framework} model not found; run the train_{framework} stage")
+    if framework == "numpy":
+        from cnn.model import CNN
+
+        model = CNN.load(path).eval()
+        return model.forward, model
+    import torch
+
+    from cnn.torch_model import TorchCNN
+
+    module = TorchCNN.load(path).eval()
+    dtype = module.dtype
+
+    def torch_logits(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(np.ascontiguousarray(x)).to(dtype)).numpy()
+
+    return torch_logits, module
+
+
+@contextmanager
+def _thread_limit(framework: str, threads: int | None) -> Iterator[None]:
+    """Limit the framework's compute threads to ``threads`` inside the block (None: library default)."""
+    if threads is None:
+        yield
+    elif framework == "torch":
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+    else:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=threads):
+            yield
+
+
+def read_json(path: Path, what: str, hint: str) -> Any:
+    """Parse ``path`` as JSON; :class:`DataError` naming the file if it is missing or malformed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found; {hint}") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: expected {what} as JSON, found unreadable content ({exc})") from None
+
+
+TRAIN_KEYS = ("train_time_s", "samples_per_sec", "epochs", "batch_size")
+
+
+def training_numbers(path: Path, framework: str) -> dict[str, Any]:
+    """``train_time_s, samples_per_sec, epochs, batch_size`` (+ ``final_val_accuracy``) from a training
+    stage's ``metrics/train_<fw>.json``."""
+    data = read_json(path, "training metrics", f"run the train_{framework} stage first")
+    missing = [k for k in TRAIN_KEYS if k not in data]
+    if missing:
+        raise DataError(
+            f"{path}: training metrics lack {', '.join(missing)} (expected {', '.join(TRAIN_KEYS)})"
+        )
+    out = {k: data[k] for k in TRAIN_KEYS}
+    final = data.get("final") or {}
+    if "val_accuracy" in final:
+        out["final_val_accuracy"] = final["val_accuracy"]
+    return out
+
+
+def machine_info(threads: int | None) -> dict[str, Any]:
+    """Platform, CPU count, threads used and library versions, for the report's "Measured on" line."""
+    info: dict[str, Any] = {
+        "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "processor": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover - torch is a dev dependency
+        pass
+    return info
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+# ------------------------------------------------------------------------------------------------ files
+def _write_json(path: Path, obj: Any, indent: int | None = 2) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(obj, indent=indent, allow_nan=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_npz(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a bare name
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_predictions(path: Path) -> dict[str, np.ndarray]:
+    """Read ``reports/predictions.npz`` (no pickle): ``y`` and ``<fw>_proba`` arrays.
+
+    Raises:
+        DataError: missing, not an npz, or without ``y``.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: predictions not found; run `python -m stages.evaluate` first") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: not a valid predictions .npz ({exc})") from None
+    if "y" not in arrays:
+        raise DataError(f"{path}: expected arrays y and <framework>_proba, found {sorted(arrays)}")
+    return arrays
+
+
+# ------------------------------------------------------------------------------------------------ stage
+@dataclass(frozen=True)
+class Evaluation:
+    """What :func:`evaluate` returns.
+
+    Attributes:
+        metrics: the content of ``metrics/evaluate.json``.
+        context: ``{"dataset": {...}, "machine": {...}}``, the non-metric facts the report also shows.
+    """
+
+    metrics: dict[str, Any]
+    context: dict[str, Any]
+
+    def report_input(self) -> dict[str, Any]:
+        """``metrics`` and ``context`` merged: the input of :func:`cnn.report.render_comparison`."""
+        return {**self.metrics, **self.context}
+
+
+def evaluate(
+    paths: EvaluatePaths = EvaluatePaths(),
+    *,
+    frameworks: Sequence[str] = FRAMEWORKS,
+    threads: Mapping[str, int | None] | None = None,
+    batch_size: int = INFERENCE_BATCH_SIZE,
+    track: bool = True,
+    tracking_uri: str | None = None,
+) -> Evaluation:
+    """Evaluate the trained models of ``frameworks`` on the test split and write every output.
+
+    Args:
+        paths: input and output locations (see :class:`EvaluatePaths`).
+        frameworks: which trained models to evaluate (``numpy``, ``torch`` or both).
+        threads: compute threads per framework (``train.threads``); None entries use the default.
+        batch_size: inference batch size, for both the metrics pass and the throughput.
+        track: log metrics and report to the runs named by ``models/<fw>/mlflow_run.json`` (a missing
+            pointer is skipped with a warning: that model was trained without tracking).
+        tracking_uri: MLflow URI (default :func:`cnn.tracking.resolve_tracking_uri`).
+
+    Returns:
+        :class:`Evaluation`: the metrics written to ``metrics/evaluate.json`` and the report's context.
+
+    Raises:
+        DataError: the test split, stats or a training metrics file is missing or malformed.
+        CheckpointError: a model file is missing or corrupt. TrackingError: the tracking store fails.
+    """
+    from cnn.data import get_dataset, load_split
+
+    threads = dict(threads or {})
+    stats = read_json(paths.stats, "dataset statistics", "run the preprocess stage first")
+    x, y = load_split(paths.test, sample_shape=None)
+    classes = list(get_dataset(stats["dataset"]).classes) if stats.get("dataset") else None
+    num_classes = len(classes) if classes else int(y.max()) + 1
+
+    results: dict[str, Any] = {}
+    probas: dict[str, np.ndarray] = {}
+    preds: dict[str, np.ndarray] = {}
+    for fw in frameworks:
+        logits_fn, _ = load_logits_fn(fw, paths.model(fw))
+        with _thread_limit(fw, threads.get(fw)):
+            timed = timed_inference(logits_fn, x, batch_size=batch_size)
+        logits = timed.outputs.astype(np.float64)
+        if logits.shape != (len(y), num_classes):
+            raise CheckpointError(
+                f"{paths.model(fw)}: the model outputs {logits.shape[1:]} logits per image; "
+                f"expected ({num_classes},) for {stats.get('dataset', 'the data set')}"
+            )
+        probas[fw] = softmax(logits)
+        preds[fw] = logits.argmax(axis=1)
+        report = classification_report(y, preds[fw], num_classes, class_names=classes)
+        report.pop("confusion_matrix")  # a list: in plots/confusion_<fw>.json instead
+        results[fw] = {
+            "test_accuracy": report.pop("accuracy"),
+            "test_loss": CrossEntropyLoss().forward(logits, y),
+            **report,
+            "inference_images_per_sec": timed.images_per_sec,
+            "inference_batch_size": batch_size,
+            **training_numbers(paths.train_metrics(fw), fw),
+        }
+        log.info(
+            "%s: test accuracy %.4f, loss %.4f, %.0f images/s", fw, results[fw]["test_accuracy"],
+            results[fw]["test_loss"], timed.images_per_sec,
+        )  # fmt: skip
+
+    if "numpy" in preds and "torch" in preds:
+        ag = agreement(preds["numpy"], preds["torch"], y)
+        results["agreement"] = ag.to_dict("numpy", "torch")
+        _write_json(
+            paths.disagreements,
+            {
+                "indices": ag.disagree.tolist(),
+                "true": y[ag.disagree].tolist(),
+                "numpy": preds["numpy"][ag.disagree].tolist(),
+                "torch": preds["torch"][ag.disagree].tolist(),
+            },
+        )
+    results["test_images"] = len(y)
+
+    _write_json(paths.evaluate_metrics, results)
+    for fw, p in preds.items():
+        rows = [{"actual": int(a), "predicted": int(b)} for a, b in zip(y, p)]
+        _write_json(paths.confusion(fw), rows, indent=None)
+    _write_npz(paths.predictions, y=y, **{f"{fw}_proba": p.astype(np.float32) for fw, p in probas.items()})
+    sizes = stats.get("sizes") or {}
+    context = {
+        "dataset": {
+            "name": stats.get("dataset"),
+            "train_size": sizes.get("train"),
+            "val_size": sizes.get("val"),
+            "test_size": len(y),
+        },
+        "machine": machine_info(next(iter(threads.values()), None)),
+    }
+    evaluation = Evaluation(metrics=results, context=context)
+    _write_text(paths.comparison, render_comparison(evaluation.report_input()))
+
+    if track:
+        _log_to_runs(paths, results, frameworks, tracking_uri)
+    return evaluation
+
+
+def _log_to_runs(
+    paths: EvaluatePaths, results: Mapping[str, Any], frameworks: Sequence[str], uri: str | None
+) -> None:
+    from cnn import tracking
+
+    agreement_rate = (results.get("agreement") or {}).get("rate")
+    for fw in frameworks:
+        if not paths.run_pointer(fw).is_file():
+            log.warning(
+                "%s: no run pointer, the %s model was trained untracked; not logged",
+                paths.run_pointer(fw),
+                fw,
+            )
+            continue
+        r = results[fw]
+        metrics = {
+            "test_accuracy": r["test_accuracy"],
+            "test_loss": r["test_loss"],
+            "test_macro_f1": r["macro"]["f1"],
+            "inference_images_per_sec": r["inference_images_per_sec"],
+        }
+        if agreement_rate is not None:
+            metrics["agreement_rate"] = agreement_rate
+        artifacts = [paths.evaluate_metrics, paths.comparison, paths.confusion(fw)]
+        run_id = tracking.read_run_pointer(paths.run_pointer(fw))["run_id"]
+        tracking.log_to_run(run_id, metrics, artifacts, uri=uri, artifact_path="evaluation")
+
+
+def run(argv: Sequence[str]) -> int:
+    """Command line: read ``params.yaml``, evaluate, print the comparison table."""
+    from cnn.config import train_config_for
+    from cnn.pipeline import PARAMS_FILE, load_params
+
+    parser = argparse.ArgumentParser(prog="python -m stages.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default=PARAMS_FILE, help="the composed config (default: %(default)s)")
+    parser.add_argument("--no-track", action="store_true", help="do not log to the MLflow training runs")
+    args = parser.parse_args(list(argv))
+    cfg = load_params(args.params)
+    from cnn.tracking import resolve_tracking_uri
+
+    evaluation = evaluate(
+        EvaluatePaths(processed_dir=Path(cfg["data"]["processed_dir"])),
+        threads={fw: train_config_for(cfg, fw)["threads"] for fw in FRAMEWORKS},
+        track=not args.no_track,
+        tracking_uri=None if args.no_track else resolve_tracking_uri(cfg["tracking"]["uri"]),
+    )
+    print(comparison_table(evaluation.report_input()))
+    print(comparison_summary(evaluation.report_input()))
+    paths = EvaluatePaths()
+    print(f"evaluate: wrote {paths.evaluate_metrics}, {paths.comparison}, {paths.plots_dir}/confusion_*.json")
+    return 0
+
+
+if __name__ == "__main__":
+    from cnn.pipeline import stage_main
+
+    stage_main(run, sys.argv[1:], name="evaluate")

@@ -1,0 +1,351 @@
+"""CNN and Sequential: structure, initialisation, gradients, training, inference, summary, feature maps."""
+
+from __future__ import annotations
+
+import signal
+import tracemalloc
+
+import numpy as np
+import pytest
+from gradcheck import numerical_gradient, rel_error
+
+from cnn import CNN, Sequential
+from cnn.activations import ReLU
+from cnn.architecture import ArchConfig
+from cnn.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
+from cnn.layers import BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Dropout2D, Flatten, MaxPool2D
+from cnn.losses import CrossEntropyLoss
+from cnn.optimizers import SGD, Adam
+from cnn.schedulers import ExponentialLR
+
+TINY = dict(input_shape=(1, 8, 8), num_classes=3, conv_channels=((4,), (6,)), dense_units=(8,))
+
+
+def learnable_data(n: int, seed: int = 0, num_classes: int = 10, shape=(1, 28, 28)):
+    """Each class is a fixed random image; samples are that image plus noise of the same scale."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.standard_normal((num_classes, *shape))
+    y = rng.permutation(np.arange(n) % num_classes)
+    X = prototypes[y] + rng.standard_normal((n, *shape))
+    return X.astype(np.float32), y
+
+
+# ----------------------------------------------------------------------------------------- structure
+def test_default_cnn_is_the_seed_network_with_torch_style_keys() -> None:
+    model = CNN()
+    kinds = [type(layer) for layer in model.features] + [type(layer) for layer in model.classifier]
+    block = lambda c: [Conv2D, BatchNorm2D, ReLU, Conv2D, BatchNorm2D, ReLU, MaxPool2D, Dropout2D]  # noqa: E731
+    assert kinds == block(32) + block(64) + [Flatten, Dense, BatchNorm1D, ReLU, Dropout, Dense]
+    assert model.features[7].p == 0.25 and model.classifier[4].p == 0.5
+    sd = model.state_dict()
+    assert len(sd) == 32 and model.num_parameters() == 468_138
+    assert list(sd)[:6] == [
+        "features.0.weight",
+        "features.1.weight",
+        "features.1.bias",
+        "features.1.running_mean",
+        "features.1.running_var",
+        "features.1.num_batches_tracked",
+    ]
+    assert sd["features.0.weight"].shape == (32, 1, 3, 3)
+    assert "features.0.bias" not in sd  # a conv followed by batch norm has no bias
+    assert sd["classifier.1.weight"].shape == (128, 64 * 7 * 7)
+    assert sd["classifier.5.weight"].shape == (10, 128) and sd["classifier.5.bias"].shape == (10,)
+    assert all(v.dtype == np.float32 for k, v in sd.items() if not k.endswith("num_batches_tracked"))
+    assert model.config == ArchConfig()
+
+
+def test_init_is_he_normal_and_deterministic_given_the_seed() -> None:
+    a, b, c = CNN(seed=3), CNN(seed=3), CNN(seed=4)
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(v, b.state_dict()[k])
+    assert not np.array_equal(a.state_dict()["features.3.weight"], c.state_dict()["features.3.weight"])
+    w = a.state_dict()["features.11.weight"]  # 64 x 64 x 3 x 3: fan_in 576
+    assert abs(w.mean()) < 0.01 and abs(w.std() / np.sqrt(2 / 576) - 1) < 0.02
+
+
+def test_dropout_masks_are_deterministic_given_the_seed() -> None:
+    x = np.random.default_rng(0).standard_normal((4, 1, 8, 8))
+    a, b = CNN(**TINY, seed=1), CNN(**TINY, seed=1)
+    np.testing.assert_array_equal(a.forward(x), b.forward(x))
+    # Same weights, another dropout stream: training outputs differ, eval outputs (no dropout) do not.
+    c, d = CNN(**TINY, seed=1), CNN(**TINY, seed=1)
+    np.testing.assert_array_equal(c.eval().forward(x), d.eval().forward(x))
+    c.train().features[4].rng = np.random.default_rng(99)
+    assert not np.array_equal(c.forward(x), d.train().forward(x))
+
+
+def test_train_and_eval_reach_every_layer() -> None:
+    model = CNN(**TINY).eval()
+    assert not model.training
+    assert all(not layer.training for layer in (*model.features, *model.classifier))
+    model.train()
+    assert all(layer.training for layer in (*model.features, *model.classifier))
+
+
+def test_sequential_names_and_chains_its_layers() -> None:
+    rng = np.random.default_rng(0)
+    seq = Sequential([Dense(4, 3, dtype=np.float64, rng=rng), ReLU(), Dense(3, 2, dtype=np.float64, rng=rng)])
+    assert list(seq.params) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert seq.params["2.weight"] is seq[2].params["weight"]
+    x = rng.standard_normal((5, 4))
+    np.testing.assert_array_equal(seq.forward(x), seq[2].forward(seq[1].forward(seq[0].forward(x))))
+    assert seq.output_shape((4,)) == (2,) and len(seq) == 3
+    assert seq.backward(np.ones((5, 2))).shape == (5, 4)
+
+
+def test_parameters_are_the_live_arrays_an_optimizer_updates() -> None:
+    model = CNN(**TINY, dtype=np.float64)
+    pairs = model.parameters()
+    assert len(pairs) == len([k for k in model.state_dict() if k.split(".")[-1] in ("weight", "bias")])
+    assert (
+        pairs[0][0] is model.features[0].params["weight"] and pairs[0][1] is model.features[0].grads["weight"]
+    )
+    x = np.random.default_rng(0).standard_normal((2, 1, 8, 8))
+    before = model.eval().forward(x)
+    pairs[-1][0][...] += 1.0  # the last Dense bias
+    np.testing.assert_allclose(model.forward(x), before + 1.0)
+
+
+@pytest.mark.parametrize("use_batchnorm", [True, False])
+def test_backward_matches_numerical_gradients_through_the_whole_network(use_batchnorm: bool) -> None:
+    model = CNN(
+        input_shape=(2, 8, 6),
+        num_classes=3,
+        conv_channels=((3,), (4,)),
+        dense_units=(5,),
+        use_batchnorm=use_batchnorm,
+        dropout_rate=0.0,
+        dense_dropout=0.0,
+        dtype=np.float64,
+    )
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 2, 8, 6)), np.array([0, 1, 2, 1])
+    ce = CrossEntropyLoss()
+
+    def loss() -> float:
+        return ce.forward(model.forward(x), y)
+
+    def assert_close(analytic: np.ndarray, numeric: np.ndarray, name: str) -> None:
+        # Relative error 1e-6, plus an absolute floor for entries that are exactly 0 analytically: the
+        # batch norm after the dense layer cancels any shift shared by the whole batch (e.g. a bias).
+        assert rel_error(analytic, numeric) < 1e-6 or np.all(
+            np.abs(analytic - numeric) <= 1e-6 * (np.abs(analytic) + np.abs(numeric)) + 1e-10
+        ), name
+
+    loss()
+    dx = model.backward(ce.backward())
+    grads = [g.copy() for _, g in model.parameters()]
+    assert_close(dx, numerical_gradient(loss, x, h=1e-5), "x")
+    names = [f"{n}.{k}" for n, layer in model.named_layers() for k in layer.params]
+    for name, (param, _), analytic in zip(names, model.parameters(), grads):
+        assert_close(analytic, numerical_gradient(loss, param, h=1e-5), name)
+
+
+# ---------------------------------------------------------------------------------------- inference
+def test_predict_family_is_batched_and_consistent() -> None:
+    model = CNN(**TINY, dtype=np.float64)
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((23, 1, 8, 8)), rng.integers(0, 3, 23)
+    logits = model.eval().forward(X)
+    model.train()
+    proba = model.predict_proba(X, batch_size=5)
+    np.testing.assert_allclose(proba, np.exp(logits) / np.exp(logits).sum(1, keepdims=True), rtol=1e-12)
+    np.testing.assert_array_equal(model.predict(X, batch_size=4), logits.argmax(1))
+    assert model.predict(X).dtype == np.int64
+    ev = model.evaluate(X, y, batch_size=6)
+    assert ev["loss"] == pytest.approx(CrossEntropyLoss().forward(logits, y), rel=1e-12)
+    assert ev["accuracy"] == model.score(X, y) == np.mean(logits.argmax(1) == y)
+    assert model.training  # the mode is restored
+    assert model.predict(X[0]).shape == (1,)  # one image without a batch axis
+
+
+def test_predicting_many_images_holds_one_batch_at_a_time() -> None:
+    def peak_bytes(n_images: int) -> int:
+        model = CNN()  # fresh: no buffers from earlier calls
+        X = np.zeros((n_images, 1, 28, 28), dtype=np.float32)
+        tracemalloc.start()
+        try:
+            assert model.predict(X, batch_size=64).shape == (n_images,)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    one_batch, ten_batches = peak_bytes(64), peak_bytes(640)
+    # Unbatched, 640 images would need 10x the activations of 64; batched, only the output grows.
+    assert ten_batches < 1.5 * one_batch
+
+
+def test_bad_inputs_raise_data_errors_that_name_the_problem() -> None:
+    model = CNN(**TINY)
+    X = np.zeros((4, 1, 8, 8))
+    with pytest.raises(DataError, match=r"X must have shape \(N, 1, 8, 8\), got \(4, 1, 8, 9\)"):
+        model.predict(np.zeros((4, 1, 8, 9)))
+    with pytest.raises(DataError, match=r"y holds label 3, outside \[0, 3\)"):
+        model.evaluate(X, np.array([0, 1, 2, 3]))
+    with pytest.raises(DataError, match=r"y must have shape \(4,\)"):
+        model.fit(X, np.zeros(3, int), epochs=1, verbose=0)
+    with pytest.raises(DataError, match="integer class ids"):
+        model.score(X, np.array([0.5, 1, 2, 0]))
+
+
+def test_from_config_accepts_the_model_config_and_rejects_unknown_keys() -> None:
+    cfg = {"name": "seed_cnn", **ArchConfig(**TINY).to_dict()}
+    model = CNN.from_config(cfg, dtype=np.float64, seed=5)
+    assert model.config == ArchConfig(**TINY) and model.dtype == np.float64 and model.seed == 5
+    with pytest.raises(ConfigError, match="unknown model config key 'dropout'"):
+        CNN.from_config({"dropout": 0.1})
+    with pytest.raises(ConfigError, match="dtype must be a float"):
+        CNN(dtype=np.int32)
+
+
+# -------------------------------------------------------------------------------------- state dicts
+def test_load_state_dict_is_strict_and_names_the_first_mismatch() -> None:
+    model = CNN(**TINY)
+    sd = model.state_dict()
+    other = {**sd, "features.0.weight": np.zeros((5, 1, 3, 3), np.float32)}
+    with pytest.raises(CheckpointError) as info:
+        model.load_state_dict(other, source="x.npz")
+    assert str(info.value) == (
+        "x.npz: shape mismatch for 'features.0.weight': model has (4, 1, 3, 3), checkpoint has (5, 1, 3, 3)"
+    )
+    with pytest.raises(CheckpointError, match=r"missing key 'classifier\.5\.bias'"):
+        model.load_state_dict({k: v for k, v in sd.items() if k != "classifier.5.bias"})
+    with pytest.raises(CheckpointError, match=r"unexpected key 'features\.99\.weight'"):
+        model.load_state_dict({**sd, "features.99.weight": np.zeros(1)})
+    with pytest.raises(CheckpointError, match=r"'features\.0\.weight' has dtype <U1"):
+        model.load_state_dict({**sd, "features.0.weight": np.full((4, 1, 3, 3), "a")})
+
+
+def test_load_state_dict_changes_nothing_when_it_fails_and_tolerates_missing_batch_counts() -> None:
+    model, donor = CNN(**TINY, seed=0), CNN(**TINY, seed=1)
+    before = model.state_dict()
+    bad = {**donor.state_dict(), "classifier.5.bias": np.zeros(7, np.float32)}
+    with pytest.raises(CheckpointError):
+        model.load_state_dict(bad)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+    converted = {k: v for k, v in donor.state_dict().items() if not k.endswith("num_batches_tracked")}
+    model.load_state_dict(converted)  # e.g. from the torch twin's to_numpy
+    np.testing.assert_array_equal(
+        model.state_dict()["features.0.weight"], donor.state_dict()["features.0.weight"]
+    )
+
+
+def test_state_dict_is_a_snapshot() -> None:
+    model = CNN(**TINY)
+    sd = model.state_dict()
+    sd["features.0.weight"][...] = 0.0
+    assert np.any(model.state_dict()["features.0.weight"] != 0.0)
+
+
+# ----------------------------------------------------------------------------------- summary, maps
+def test_summary_prints_and_returns_a_table_with_shapes_counts_and_total(capsys) -> None:
+    text = CNN().summary()
+    assert capsys.readouterr().out == text + "\n"
+    lines = text.splitlines()
+    assert lines[0].split() == ["Layer", "(type)", "Output", "shape", "Param", "#"]
+    row = next(line for line in lines if line.startswith("features.0 Conv2D"))
+    assert row.split()[-5:] == ["(None,", "32,", "28,", "28)", "288"]
+    assert next(line for line in lines if line.startswith("classifier.1 Dense")).endswith("401,408")
+    assert "(None, 64, 7, 7)" in next(line for line in lines if line.startswith("features.15 Dropout2D"))
+    assert "Total params: 468,138" in lines
+    assert CNN(**TINY).summary(print_fn=None) and capsys.readouterr().out == ""
+
+
+def test_feature_maps_are_one_per_conv_layer_after_its_activation() -> None:
+    model = CNN()
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    maps = model.get_feature_maps(x)
+    assert [(m["layer"], m["module"], m["feature_map"].shape) for m in maps] == [
+        ("block1.conv1", "features.2", (2, 32, 28, 28)),
+        ("block1.conv2", "features.5", (2, 32, 28, 28)),
+        ("block2.conv1", "features.10", (2, 64, 14, 14)),
+        ("block2.conv2", "features.13", (2, 64, 14, 14)),
+    ]
+    assert all(m["feature_map"].min() >= 0 for m in maps)  # after ReLU
+    single = model.get_feature_maps(x[0])
+    assert single[0]["feature_map"].shape == (32, 28, 28)
+    np.testing.assert_allclose(single[3]["feature_map"], maps[3]["feature_map"][0], rtol=1e-5, atol=1e-6)
+    assert model.training
+
+
+# ------------------------------------------------------------------------------------------ training
+def test_default_cnn_learns_from_chance_to_90_percent() -> None:
+    X_all, y_all = learnable_data(420, seed=0)  # one draw: training and validation share the prototypes
+    X, y, X_val, y_val = X_all[:320], y_all[:320], X_all[320:], y_all[320:]
+    model = CNN(seed=0)
+    assert model.score(X, y) < 0.3
+    seen = []
+
+    class Recorder:
+        def on_epoch_end(self, epoch: int, logs: dict) -> None:
+            seen.append((epoch, sorted(logs)))
+
+    history = model.fit(X, y, epochs=3, batch_size=32, validation_data=(X_val, y_val), callbacks=[Recorder()],
+                        verbose=0)  # fmt: skip
+    assert model.score(X, y) >= 0.9
+    assert history["val_accuracy"][-1] >= 0.9
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["lr"] == [1e-3] * 3 and len(history["epoch_time"]) == 3
+    keys = ["accuracy", "epoch_time", "loss", "lr", "samples_per_sec", "val_accuracy", "val_loss"]
+    assert seen == [(1, keys), (2, keys), (3, keys)]
+
+
+def test_fit_steps_the_scheduler_once_per_epoch_and_records_the_rate_used() -> None:
+    model = CNN(**TINY, dtype=np.float64)
+    X, y = learnable_data(24, num_classes=3, shape=(1, 8, 8))
+    h = model.fit(X, y, epochs=4, batch_size=8, learning_rate=0.1, optimizer="sgd", scheduler="step",
+                  scheduler_kwargs={"step_size": 2, "gamma": 0.5}, verbose=0)  # fmt: skip
+    assert h["lr"] == [0.1, 0.1, 0.05, 0.05]
+    assert h["val_loss"] == [None] * 4
+
+
+def test_fit_accepts_optimizer_and_scheduler_objects() -> None:
+    model = CNN(**TINY, dtype=np.float64)
+    X, y = learnable_data(16, num_classes=3, shape=(1, 8, 8))
+    opt = SGD(model.parameters(), lr=0.2)
+    h = model.fit(
+        X, y, epochs=2, batch_size=8, optimizer=opt, scheduler=lambda o: ExponentialLR(o, 0.5), verbose=0
+    )
+    assert h["lr"] == [0.2, 0.1] and opt.step_count == 4
+
+
+def test_fit_without_shuffle_uses_the_data_in_order() -> None:
+    X, y = learnable_data(20, num_classes=3, shape=(1, 8, 8))
+    a, b = CNN(**TINY, dtype=np.float64), CNN(**TINY, dtype=np.float64)
+    a.fit(X, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    # The same steps by hand: batches 0:8, 8:16, 16:20 with fit's default optimizer.
+    opt = Adam(b.parameters(), lr=1e-3)
+    ce = CrossEntropyLoss()
+    b.train()
+    for s in (slice(0, 8), slice(8, 16), slice(16, 20)):
+        ce.forward(b.forward(X[s]), y[s])
+        b.backward(ce.backward())
+        opt.step()
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(v, b.state_dict()[k], err_msg=k)
+
+
+def test_nan_loss_stops_training_naming_epoch_and_batch_and_writes_nothing(tmp_path) -> None:
+    X, y = learnable_data(40, num_classes=3, shape=(1, 8, 8))
+    X[21, 0, 3, 3] = np.nan  # in the third batch of 8 when not shuffled
+    model = CNN(**TINY)
+    with pytest.raises(TrainingDivergedError) as info:
+        model.fit(X, y, epochs=2, batch_size=8, shuffle=False, verbose=0, checkpoint_path=tmp_path / "ck.npz")
+    assert str(info.value) == "loss is nan at epoch 1, batch 3/5; try a lower learning rate (now 0.001)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fit_validates_its_arguments() -> None:
+    model = CNN(**TINY)
+    X, y = learnable_data(8, num_classes=3, shape=(1, 8, 8))
+    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+        model.fit(X, y, epochs=0)
+    with pytest.raises(ConfigError, match="batch_size must be >= 1"):
+        model.fit(X, y, epochs=1, batch_size=0)
+    with pytest.raises(ConfigError, match=r"optimizer\.name"):
+        model.fit(X, y, epochs=1, optimizer="rmsprop", verbose=0)
+    with pytest.raises(ConfigError, match="resume=True needs a checkpoint_path"):
+        model.fit(X, y, epochs=1, resume=True, verbose=0)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

