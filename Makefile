@@ -36,6 +36,16 @@ format: $(STAMP)
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The DVC pipeline. DVC's `repro` does not compose conf/ (only `dvc exp run` does), so compose params.yaml
+# first, exactly as `dvc exp run` would; OVERRIDES='experiment=smoke optimizer.lr=3e-4' changes it. The
+# stages run `python -m stages.X`: .venv/bin goes first on PATH. Ends with the NumPy-vs-PyTorch comparison.
+OVERRIDES ?=
+repro: $(STAMP)
+	$(PY) -m cnn.pipeline compose $(OVERRIDES)
+	PATH="$(CURDIR)/.venv/bin:$$PATH" DVC_NO_ANALYTICS=1 .venv/bin/dvc repro
+	@echo
+	@cat reports/comparison.md
+
 # MLflow UI over the project's own runs (sqlite:///<repo>/mlflow.db), on the loopback interface only.
 UI_PORT ?= 5000
 ui: $(STAMP)

@@ -362,8 +362,9 @@ def im2col(
     convolution is ``weight.reshape(O, -1) @ cols``.
     """
     n, c, h, w = x.shape
-    oh, ow = conv_output_size(h, kernel[0], stride[0], padding[0]), conv_output_size(
-        w, kernel[1], stride[1], padding[1]
+    oh, ow = (
+        conv_output_size(h, kernel[0], stride[0], padding[0]),
+        conv_output_size(w, kernel[1], stride[1], padding[1]),
     )
     cols6 = np.zeros((c, kernel[0], kernel[1], n, oh, ow), dtype=x.dtype)
     _im2col_into(channel_major(x), cols6, kernel, stride, padding)
@@ -379,11 +380,14 @@ def col2im(
 ) -> np.ndarray:
     """Adjoint of :func:`im2col`: ``cols`` (C*kh*kw, N*OH*OW) -> (N, C, H, W), overlaps summed."""
     n, c, h, w = x_shape
-    oh, ow = conv_output_size(h, kernel[0], stride[0], padding[0]), conv_output_size(
-        w, kernel[1], stride[1], padding[1]
+    oh, ow = (
+        conv_output_size(h, kernel[0], stride[0], padding[0]),
+        conv_output_size(w, kernel[1], stride[1], padding[1]),
     )
     dx = empty_channel_major(x_shape, cols.dtype)
-    _col2im_into(cols.reshape(c, kernel[0], kernel[1], n, oh, ow), np.swapaxes(dx, 0, 1), kernel, stride, padding)
+    _col2im_into(
+        cols.reshape(c, kernel[0], kernel[1], n, oh, ow), np.swapaxes(dx, 0, 1), kernel, stride, padding
+    )
     return dx
 
 
@@ -463,6 +467,7 @@ def conv2d_backward(
     else:
         dcols6 = ws.get("dcols", (c, kh, kw, n, oh, ow), weight.dtype)
     dcols = dcols6.reshape(-1, dcols6.shape[3] * dcols6.shape[4] * dcols6.shape[5])
+
     def work(lo: int, hi: int) -> np.ndarray:
         out_block = slice(lo * oh * ow, hi * oh * ow)
         if transposed:
@@ -472,13 +477,14 @@ def conv2d_backward(
         else:
             np.matmul(w2.T, dy2[:, out_block], out=dcols[:, out_block])
             _col2im_into(dcols6[:, :, :, lo:hi], dxt[:, lo:hi], (kh, kw), stride, padding)
-        return dy2[:, out_block] @ cols[:, out_block].T  # this block's share of dW2
+        # This block's share of dW2^T (K, O): computed transposed, which OpenBLAS runs ~10% faster.
+        return cols[:, out_block] @ dy2[:, out_block].T
 
     partial_dw = parallel(work, n)
     total = partial_dw[0]
     for p in partial_dw[1:]:
         total += p
-    grad_weight[...] = total.reshape(grad_weight.shape)
+    grad_weight[...] = total.T.reshape(grad_weight.shape)
     if grad_bias is not None:
         grad_bias[...] = dy2.sum(axis=1)
     return np.swapaxes(dxt, 0, 1)
@@ -546,12 +552,23 @@ def maxpool2d_backward(
     dxt = np.empty((c, n, h, w), dtype=grad_out.dtype)
     offsets = list(_offset_slices((h, w), (oh, ow), kernel, stride, padding))
 
+    # Windows that tile the input (kernel == stride, no padding) never overlap: each offset's gradient
+    # is written straight into its strided view, and only the rows/columns no window covers are zeroed.
+    tiles = kernel == stride and padding == (0, 0)
+
     def work(lo: int, hi: int) -> None:
         dx, dy, idx = dxt[lo:hi], dyt[lo:hi], argmax[lo:hi]
-        dx[...] = 0
+        if tiles:
+            dx[:, :, oh * stride[0] :] = 0
+            dx[:, :, :, ow * stride[1] :] = 0
+        else:
+            dx[...] = 0
         for i, j, (ro, co), (ri, ci) in offsets:
             won = idx[:, :, ro, co] == i * kernel[1] + j
-            dx[:, :, ri, ci] += dy[:, :, ro, co] * won
+            if tiles:
+                np.multiply(dy, won, out=dx[:, :, ri, ci])
+            else:
+                dx[:, :, ri, ci] += dy[:, :, ro, co] * won
 
     parallel(work, c)
     return np.swapaxes(dxt, 0, 1)
@@ -602,35 +619,39 @@ def _from_channel_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.swapaxes(rows.reshape(c, n, *rest), 0, 1)
 
 
+def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``sum_j a[i, j] * b[i, j]`` per row, as one batched BLAS dot (5-10x faster than einsum here)."""
+    return np.matmul(a[:, None, :], b[:, :, None]).reshape(a.shape[0])
+
+
 def batchnorm_forward_train(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, cache: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training-mode batch norm over every axis but 1: ``y = gamma * (x - mu) / sqrt(var + eps) + beta``.
 
-    ``mu`` and the biased ``var`` are per channel over N (and H, W), computed in two passes (mean, then
-    the mean of squared deviations: no cancellation in float32). Returns ``(y, mu, var)`` as float64;
-    keeps ``x_hat`` and ``1/sqrt(var + eps)`` in ``cache`` for :func:`batchnorm_backward_train`. Whole
-    channels are split over the threads, so the statistics are exact whatever the thread count.
+    ``mu`` and the biased ``var`` are per channel over N (and H, W), computed in two passes (the mean,
+    then the mean of squared deviations: no cancellation in float32). Returns ``(y, mu, var)``, the
+    statistics as float64. ``cache`` keeps the centred input ``x - mu`` and ``1/sqrt(var + eps)`` for
+    :func:`batchnorm_backward_train`. Whole channels are split over the threads, so the statistics do
+    not depend on the thread count.
     """
     rows = _channel_rows(x)
     c, m = rows.shape
-    x_hat = np.empty_like(rows)
+    centred = np.empty_like(rows)
     y = np.empty_like(rows)
     mean, var = np.empty(c), np.empty(c)
-    inv_std = np.empty(c, dtype=x.dtype)
 
     def work(lo: int, hi: int) -> None:
-        xr, xh = rows[lo:hi], x_hat[lo:hi]
-        mean[lo:hi] = xr.mean(axis=1, dtype=np.float64)
-        np.subtract(xr, mean[lo:hi, None].astype(x.dtype), out=xh)
-        var[lo:hi] = np.einsum("ij,ij->i", xh, xh, dtype=np.float64) / m
-        inv_std[lo:hi] = 1.0 / np.sqrt(var[lo:hi] + eps)
-        xh *= inv_std[lo:hi, None]
-        np.multiply(xh, gamma[lo:hi, None], out=y[lo:hi])
+        xc = centred[lo:hi]
+        mean[lo:hi] = rows[lo:hi].sum(axis=1) / m  # pairwise summation: accurate in float32
+        np.subtract(rows[lo:hi], mean[lo:hi, None].astype(x.dtype), out=xc)
+        var[lo:hi] = _row_dots(xc, xc) / m
+        scale = gamma[lo:hi] / np.sqrt(var[lo:hi] + eps)
+        np.multiply(xc, scale[:, None].astype(x.dtype), out=y[lo:hi])
         y[lo:hi] += beta[lo:hi, None]
 
     parallel(work, c)
-    cache.update(x_hat=x_hat, inv_std=inv_std, shape=x.shape)
+    cache.update(centred=centred, inv_std=1.0 / np.sqrt(var + eps), shape=x.shape)
     return _from_channel_rows(y, x.shape), mean, var
 
 
@@ -641,26 +662,30 @@ def batchnorm_backward_train(
     grad_gamma: np.ndarray,
     grad_beta: np.ndarray,
 ) -> np.ndarray:
-    """Closed-form backward of training-mode batch norm (m = values per channel)::
+    """Closed-form backward of training-mode batch norm (m values per channel, x_hat = centred * inv_std)::
 
         dbeta = sum(dy),  dgamma = sum(dy * x_hat),
         dx = gamma * inv_std / m * (m * dy - dbeta - x_hat * dgamma)
+
+    evaluated as ``dx = a * dy + b * centred + c`` with per-channel ``a = gamma * inv_std``,
+    ``b = -a * inv_std * dgamma / m`` and ``c = -a * dbeta / m``.
     """
-    x_hat, inv_std = cache["x_hat"], cache["inv_std"]
+    centred, inv_std = cache["centred"], cache["inv_std"]
     dy = _channel_rows(grad_out)
     c, m = dy.shape
     dx = np.empty_like(dy)
+    dtype = dx.dtype
 
     def work(lo: int, hi: int) -> None:
-        g, xh = dy[lo:hi], x_hat[lo:hi]
-        db = g.sum(axis=1, dtype=np.float64)
-        dg = np.einsum("ij,ij->i", g, xh, dtype=np.float64)
-        grad_beta[lo:hi], grad_gamma[lo:hi] = db, dg
-        scale = gamma[lo:hi] * inv_std[lo:hi]
+        g, xc, inv = dy[lo:hi], centred[lo:hi], inv_std[lo:hi]
+        dbeta = g.sum(axis=1).astype(np.float64)
+        dgamma = _row_dots(g, xc) * inv
+        grad_beta[lo:hi], grad_gamma[lo:hi] = dbeta, dgamma
+        a = gamma[lo:hi] * inv
         out = dx[lo:hi]
-        np.multiply(xh, (-scale * dg / m).astype(dx.dtype)[:, None], out=out)
-        out += (-scale * db / m).astype(dx.dtype)[:, None]
-        out += g * scale.astype(dx.dtype)[:, None]
+        np.multiply(xc, (-a * inv * dgamma / m).astype(dtype)[:, None], out=out)
+        out += (-a * dbeta / m).astype(dtype)[:, None]
+        out += g * a.astype(dtype)[:, None]
 
     parallel(work, c)
     return _from_channel_rows(dx, cache["shape"])
@@ -678,10 +703,11 @@ def batchnorm_forward_eval(
     """Eval-mode batch norm, an affine map per channel:
     ``y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta``."""
     rows = _channel_rows(x)
-    inv_std = (1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(x.dtype)
-    x_hat = (rows - running_mean[:, None]) * inv_std[:, None]
-    cache.update(x_hat=x_hat, inv_std=inv_std, shape=x.shape)
-    return _from_channel_rows(x_hat * gamma[:, None] + beta[:, None], x.shape)
+    inv_std = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
+    centred = rows - running_mean[:, None]
+    cache.update(centred=centred, inv_std=inv_std, shape=x.shape)
+    y = centred * (gamma * inv_std).astype(x.dtype)[:, None] + beta[:, None]
+    return _from_channel_rows(y, x.shape)
 
 
 def batchnorm_backward_eval(
@@ -691,12 +717,13 @@ def batchnorm_backward_eval(
     grad_gamma: np.ndarray,
     grad_beta: np.ndarray,
 ) -> np.ndarray:
-    """Backward of :func:`batchnorm_forward_eval` (constant statistics): ``dx = gamma * inv_std * dy``."""
-    x_hat, inv_std = cache["x_hat"], cache["inv_std"]
+    """Backward of :func:`batchnorm_forward_eval` (constant statistics): ``dx = gamma * inv_std * dy``,
+    ``dgamma = sum(dy * x_hat)``, ``dbeta = sum(dy)``."""
+    centred, inv_std = cache["centred"], cache["inv_std"]
     dy = _channel_rows(grad_out)
     grad_beta[...] = dy.sum(axis=1)
-    grad_gamma[...] = np.einsum("ij,ij->i", dy, x_hat)
-    return _from_channel_rows(dy * (gamma * inv_std)[:, None], cache["shape"])
+    grad_gamma[...] = _row_dots(dy, centred) * inv_std
+    return _from_channel_rows(dy * (gamma * inv_std).astype(dy.dtype)[:, None], cache["shape"])
 
 
 # ======================================================================================= activations
@@ -742,9 +769,7 @@ def relu_backward(grad_out: np.ndarray, y: np.ndarray) -> np.ndarray:
 # =========================================================================================== dropout
 
 
-def dropout_mask(
-    shape: tuple[int, ...], p: float, dtype: np.dtype, rng: np.random.Generator
-) -> np.ndarray:
+def dropout_mask(shape: tuple[int, ...], p: float, dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
     """Inverted-dropout mask of ``shape``: ``1/(1-p)`` with probability ``1-p``, else 0, in ``dtype``.
 
     The uniform draws are made in ``dtype`` itself when it is float32/float64 (no float64 detour).

@@ -93,9 +93,7 @@ def _check_channels(layer: Layer, x: np.ndarray, expected: int, name: str) -> No
         )
 
 
-def he_normal(
-    shape: tuple[int, ...], fan_in: int, dtype: np.dtype, rng: np.random.Generator
-) -> np.ndarray:
+def he_normal(shape: tuple[int, ...], fan_in: int, dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
     """He (Kaiming) normal initialisation: ``N(0, 2 / fan_in)``, suited to ReLU networks."""
     return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
 
@@ -140,7 +138,9 @@ class Conv2D(Layer):
         rng = rng if rng is not None else np.random.default_rng()
         kh, kw = self.kernel_size
         fan_in = self.in_channels * kh * kw
-        self.params["weight"] = he_normal((self.out_channels, self.in_channels, kh, kw), fan_in, self.dtype, rng)
+        self.params["weight"] = he_normal(
+            (self.out_channels, self.in_channels, kh, kw), fan_in, self.dtype, rng
+        )
         if bias:
             self.params["bias"] = np.zeros(self.out_channels, dtype=self.dtype)
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
@@ -310,7 +310,13 @@ class _BatchNorm(Layer):
         gamma, beta = self.params["weight"], self.params["bias"]
         if not self.training:
             return kernels.batchnorm_forward_eval(
-                x, gamma, beta, self.buffers["running_mean"], self.buffers["running_var"], self.eps, self._cache
+                x,
+                gamma,
+                beta,
+                self.buffers["running_mean"],
+                self.buffers["running_var"],
+                self.eps,
+                self._cache,
             )
         m = x.size // x.shape[1]
         if m < 2:
@@ -320,14 +326,18 @@ class _BatchNorm(Layer):
         y, mean, var = kernels.batchnorm_forward_train(x, gamma, beta, self.eps, self._cache)
         mom = self.momentum
         self.buffers["running_mean"][...] = (1.0 - mom) * self.buffers["running_mean"] + mom * mean
-        self.buffers["running_var"][...] = (1.0 - mom) * self.buffers["running_var"] + mom * var * (m / (m - 1))
+        self.buffers["running_var"][...] = (1.0 - mom) * self.buffers["running_var"] + mom * var * (
+            m / (m - 1)
+        )
         self.buffers["num_batches_tracked"][...] += 1
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         grad_out = np.asarray(grad_out, dtype=self.dtype)
         backward = kernels.batchnorm_backward_train if self.training else kernels.batchnorm_backward_eval
-        return backward(grad_out, self.params["weight"], self._cache, self.grads["weight"], self.grads["bias"])
+        return backward(
+            grad_out, self.params["weight"], self._cache, self.grads["weight"], self.grads["bias"]
+        )
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != self._input_ndim - 1 or input_shape[0] != self.num_features:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -279,7 +280,8 @@ class CNN:
         """Logits ``(N, num_classes)`` of ``x`` ``(N, C, H, W)`` (cast to the model dtype)."""
         return self.classifier.forward(self.features.forward(np.asarray(x, dtype=self.dtype)))
 
-    __call__ = forward
+    def __call__(self, x: ArrayLike) -> np.ndarray:
+        return self.forward(x)
 
     def backward(self, dlogits: np.ndarray) -> np.ndarray:
         """Backpropagate ``dL/dlogits`` ``(N, num_classes)``: fills every layer's ``grads`` in place and
@@ -432,7 +434,7 @@ class CNN:
             )
         else:
             opt = optimizer
-        if scheduler is None or (isinstance(scheduler, str) and scheduler.lower() == "none"):
+        if scheduler is None:
             sched = None
         elif isinstance(scheduler, str):
             from cnn.schedulers import make_scheduler
@@ -468,10 +470,13 @@ class CNN:
                     print(
                         f"resuming from {checkpoint_path}: epoch {start_epoch}, "
                         f"batch {start_batch}/{num_batches}",
+                        file=sys.stderr,
                         flush=True,
                     )
             elif verbose:
-                print(f"no checkpoint at {checkpoint_path}: starting from epoch 1", flush=True)
+                print(
+                    f"no checkpoint at {checkpoint_path}: starting from epoch 1", file=sys.stderr, flush=True
+                )
 
         cbs = CallbackList(callbacks)
         was_training = self.training
@@ -502,11 +507,12 @@ class CNN:
                         if not math.isfinite(batch_loss):
                             bar.abandon()
                             check_finite_loss(batch_loss, epoch, b + 1, num_batches, float(opt.lr))
+                        # Counted before backward: layers may reuse their buffers from here on.
+                        correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
                         self.backward(loss_fn.backward())
                         opt.step()
                         m = len(yb)
                         loss_sum += batch_loss * m
-                        correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
                         seen += m
                         bar.update(loss_sum / seen, correct / seen)
                         if guard.requested and b + 1 < num_batches:
@@ -642,19 +648,37 @@ class CNN:
                     )
             epoch, batch, partial = int(state["epoch"]), int(state["batch"]), state["partial"]
             history = History(state["history"])
+            if any(len(history[k]) != epoch for k in history) or (batch > 0) != (partial is not None):
+                raise CheckpointError(f"{path}: resume state is inconsistent (epoch {epoch}, batch {batch})")
+            if partial is not None:
+                partial = {k: partial[k] for k in ("loss_sum", "correct", "seen", "elapsed")}
             rngs = dict(self._dropout_layers())
             if set(state["rng"]) != set(rngs):
                 raise CheckpointError(
                     f"{path}: RNG states for {sorted(state['rng'])}, expected {sorted(rngs)}"
                 )
+            opt_state = unpack_state(state["optimizer"], members, path)
+            sched_state = None if sched is None else unpack_state(state["scheduler"], members, path)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
+            raise CheckpointError(f"{path}: malformed resume state ({type(exc).__name__}: {exc})") from None
+
+        # Load everything or nothing: the model is restored if the optimizer or scheduler refuses its state.
+        backup = self.state_dict(), {name: rng_state(layer.rng) for name, layer in rngs.items()}
+        try:
             self.load_state_dict(self._model_state(members), source=str(path))
             for name, st in state["rng"].items():
                 set_rng_state(rngs[name].rng, st, what=f"{path}: RNG of {name}")
-            opt.load_state_dict(unpack_state(state["optimizer"], members, path))
+            opt.load_state_dict(opt_state)
             if sched is not None:
-                sched.load_state_dict(unpack_state(state["scheduler"], members, path))
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise CheckpointError(f"{path}: malformed resume state ({type(exc).__name__}: {exc})") from None
+                sched.load_state_dict(sched_state)
+        except (CheckpointError, KeyError, TypeError, ValueError) as exc:
+            self.load_state_dict(backup[0])
+            for name, st in backup[1].items():
+                set_rng_state(rngs[name].rng, st)
+            msg = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
+            raise CheckpointError(msg) from None
         return epoch + 1, batch, partial, history
 
     # --------------------------------------------------------------------------------------- inference

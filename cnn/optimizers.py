@@ -9,8 +9,9 @@ Speed: every step gathers all gradients into one flat buffer per dtype, runs eac
 rule as one NumPy call over the whole model, and scatters the update back into the parameters. The
 optimizer state (momentum buffer, Adam moments) lives in flat buffers of the parameters' dtype, so the
 state of a float32 model is float32. For the default CNN (468,138 float32 parameters in 17 arrays)
-``Adam.step`` costs about 0.6 ms on the project's 2-core AMD EPYC machine, and its cost does not grow
-with the number of parameter arrays (one NumPy call per array would add ~1 µs × 10 calls per array).
+``Adam.step`` costs 0.6-0.7 ms on the project's 2-core AMD EPYC machine (``torch.optim.Adam`` on the same
+arrays, one thread: 0.9 ms in the same run), ``SGD`` with momentum 0.2 ms; the cost does not grow with
+the number of parameter arrays. ``sqrt`` is the single most expensive line (about a quarter).
 
 ``state_dict()`` is a flat ``dict[str, ndarray | int | float | bool | str]`` (no nesting, no objects), so a
 trainer can store it in an ``.npz`` (prefix the keys) or JSON (arrays as lists) and load it without
@@ -90,7 +91,6 @@ class Optimizer:
     """
 
     _hyper: tuple[str, ...] = ()
-    _state_names: tuple[str, ...] = ()
 
     def __init__(self, params: Iterable[ParamPair], lr: float) -> None:
         pairs = list(params)
@@ -406,11 +406,15 @@ class Adam(Optimizer):
         bias_correction2_sqrt = (1.0 - beta2**self.step_count) ** 0.5
         if self.amsgrad:
             v = np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+        # step_size · m / (sqrt(v)/bc2 + eps) with step_size folded into the denominator, one pass fewer
+        # (torch's own formula on its capturable path; equal to its default path within a few ulp).
+        step_size = lr / bias_correction1
+        if step_size == 0.0:  # lr = 0: the moments advance, the parameters stay
+            return
         np.sqrt(v, out=tmp)
-        tmp /= bias_correction2_sqrt
-        tmp += self.eps
+        tmp /= bias_correction2_sqrt * step_size
+        tmp += self.eps / step_size
         np.divide(m, tmp, out=tmp)
-        tmp *= lr / bias_correction1
         group.subtract_tmp_from_params()
 
 

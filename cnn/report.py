@@ -188,12 +188,15 @@ def machine_line(machine: Mapping[str, Any] | None) -> str:
         bits.append(str(machine["processor"]))
     cpus = f"{machine['cpu_count']} CPUs" if machine.get("cpu_count") else ""
     if cpus and machine.get("threads"):
-        cpus += f" ({machine['threads']} threads used)"
+        n = machine["threads"]
+        cpus += f" ({n} thread{'s' if n != 1 else ''} used)"
     if cpus:
         bits.append(cpus)
     labels = (("python", "Python"), ("numpy", "NumPy"), ("torch", "torch"))
     versions = ", ".join(f"{label} {machine[key]}" for key, label in labels if machine.get(key))
-    return "Measured on " + ", ".join(bits) + (f"; {versions}" if versions else "") + "."
+    device = machine.get("torch_device")
+    on_device = f"; PyTorch on {device}" if device and device != "cpu" else ""
+    return "Measured on " + ", ".join(bits) + (f"; {versions}" if versions else "") + on_device + "."
 
 
 def render_comparison(evaluation: Mapping[str, Any], title: str = "NumPy CNN vs PyTorch CNN") -> str:

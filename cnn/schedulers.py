@@ -44,7 +44,8 @@ Defaults where the config leaves a key null: gamma 0.1 (step; required for expon
 factor 0.1, patience 10, mode 'min'; step_size (step) and T_max (cosine) are required.
 
 State: ``state_dict()`` is a flat dict of str -> int/float/bool/str (``best`` of the plateau may be
-±inf: JSON writes it as ``Infinity``); a wrapper prefixes its parts' keys (``warmup.``, ``main.``).
+±inf: JSON writes it as ``Infinity``); a wrapper prefixes its parts' keys (``LinearWarmup``: ``warmup.``,
+``after.``; ``SequentialLR``: ``0.``, ``1.``, ...).
 ``load_state_dict`` restores the position (``last_epoch``, ``base_lr``, the last rate, plateau counters)
 and sets ``optimizer.lr`` to the restored rate; hyperparameters in the state must equal this scheduler's
 (a changed config is a :class:`~cnn.errors.CheckpointError`, not a silent switch). Resume: build the
@@ -54,6 +55,7 @@ optimizer and scheduler from the config, then load both states (any order).
 from __future__ import annotations
 
 import math
+import numbers
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -566,7 +568,7 @@ def make_scheduler(name: str, optimizer: Optimizer, **kwargs: Any) -> Scheduler 
 def _int(value: Any, key: str, minimum: int) -> int:
     if (
         isinstance(value, bool)
-        or not isinstance(value, (int, float))
+        or not isinstance(value, numbers.Real)
         or int(value) != value
         or value < minimum
     ):
@@ -575,12 +577,12 @@ def _int(value: Any, key: str, minimum: int) -> int:
 
 
 def _float(value: Any, key: str, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= minimum:
         raise ConfigError(f"scheduler.{key} must be a number >= {minimum}, got {value!r}")
     return float(value)
 
 
 def _positive(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         raise ConfigError(f"scheduler.{key} must be a number > 0, got {value!r}")
     return float(value)

@@ -13,9 +13,10 @@ Initialisation follows the NumPy layers' scheme (same distribution, not the same
 :func:`to_torch` and :func:`to_numpy` copy weights and BatchNorm buffers between the two and keep the dtype;
 in eval mode their logits agree to float rounding (float32: 2e-4, float64: 1e-10, see the tests).
 
-Checkpoints (``.pt``) are a plain dict ``{"format", "arch", "dtype", "state_dict"}`` written atomically with
-``torch.save`` and read back with ``torch.load(weights_only=True)``: no pickled code on the load path.
-Every way a file can be wrong raises :class:`cnn.errors.CheckpointError` naming the file and the problem.
+Checkpoints (``.pt``) are a plain dict ``{"format", "arch", "dtype", "seed", "state_dict"}`` written
+atomically with ``torch.save`` and read back with ``torch.load(weights_only=True)``: no pickled code on the
+load path. Every way a file can be wrong raises :class:`cnn.errors.CheckpointError` naming the file and
+the problem.
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ class TorchCNN(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ConfigError(f"TorchCNN seed must be a non-negative int, got {seed!r}")
+        self.seed = int(seed)
         self.config = ArchConfig(
             input_shape=input_shape,
             num_classes=num_classes,
@@ -126,17 +130,20 @@ class TorchCNN(nn.Module):
         spec = build_spec(self.config)
         self.features = nn.Sequential(*(_make_layer(s) for s in spec["features"]))
         self.classifier = nn.Sequential(*(_make_layer(s) for s in spec["classifier"]))
-        self.reset_parameters(seed)
+        self.reset_parameters(self.seed)
         self.to(resolve_dtype(dtype))
 
     @classmethod
     def from_config(cls, arch: ArchConfig | Mapping[str, Any], **kwargs: Any) -> TorchCNN:
-        """Build from an :class:`ArchConfig` or its dict (extra keys such as ``name`` are ignored)."""
-        if isinstance(arch, ArchConfig):
-            fields = arch.to_dict()
-        else:
-            known = ArchConfig.__dataclass_fields__
-            fields = {k: v for k, v in arch.items() if k in known}
+        """Build from an :class:`ArchConfig` or its dict (the ``model`` config: its ``name`` key is ignored);
+        ``kwargs`` are ``dtype`` and ``seed``. Unknown keys raise :class:`ConfigError` naming them."""
+        fields = arch.to_dict() if isinstance(arch, ArchConfig) else dict(arch)
+        fields.pop("name", None)
+        unknown = sorted(set(fields) - set(ArchConfig.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(
+                f"unknown model config key {unknown[0]!r}; allowed: {sorted(ArchConfig.__dataclass_fields__)}"
+            )
         return cls(**fields, **kwargs)
 
     @property
@@ -171,11 +178,12 @@ class TorchCNN(nn.Module):
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_dict(self) -> dict[str, Any]:
-        """The plain dict a ``.pt`` file holds: format tag, architecture, dtype and CPU state_dict."""
+        """The plain dict a ``.pt`` file holds: format tag, architecture, dtype, seed, CPU state_dict."""
         return {
             "format": CHECKPOINT_FORMAT,
             "arch": self.config.to_dict(),
             "dtype": str(self.dtype).removeprefix("torch."),
+            "seed": self.seed,
             "state_dict": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()},
         }
 
@@ -194,7 +202,7 @@ class TorchCNN(nn.Module):
         """
         ckpt = read_checkpoint(path, map_location=map_location)
         try:
-            model = cls.from_config(ckpt["arch"], dtype=ckpt["dtype"])
+            model = cls.from_config(ckpt["arch"], dtype=ckpt["dtype"], seed=ckpt.get("seed", 0))
         except (ConfigError, TypeError) as exc:
             raise CheckpointError(f"{path}: invalid architecture in checkpoint: {exc}") from exc
         load_state_dict_checked(model, ckpt["state_dict"], source=str(path))
@@ -258,6 +266,9 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
                 f"{path}: checkpoint key {key!r} should be a {kind.__name__}, "
                 f"found {type(obj.get(key)).__name__}"
             )
+    seed = obj.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise CheckpointError(f"{path}: checkpoint seed must be a non-negative int, found {seed!r}")
     if obj["dtype"] not in _DTYPES:
         raise CheckpointError(f"{path}: checkpoint dtype must be float32 or float64, found {obj['dtype']!r}")
     bad = [k for k, v in obj["state_dict"].items() if not isinstance(v, torch.Tensor)]
@@ -299,7 +310,7 @@ def to_torch(numpy_cnn: CNN, device: str | torch.device = "cpu") -> TorchCNN:
 
     The train/eval mode is copied too. The arrays are copied, not shared.
     """
-    model = TorchCNN.from_config(numpy_cnn.config, dtype=numpy_cnn.dtype)
+    model = TorchCNN.from_config(numpy_cnn.config, dtype=numpy_cnn.dtype, seed=getattr(numpy_cnn, "seed", 0))
     state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in numpy_cnn.state_dict().items()}
     load_state_dict_checked(model, state, source="to_torch(CNN.state_dict())")
     model.train(bool(getattr(numpy_cnn, "training", True)))
@@ -311,7 +322,7 @@ def to_numpy(torch_cnn: TorchCNN) -> CNN:
     ``torch_cnn`` (copied to the CPU). The train/eval mode is copied too."""
     from cnn.model import CNN  # imported here: cnn.model must not import torch, and this keeps it lazy
 
-    model = CNN.from_config(torch_cnn.config.to_dict(), dtype=numpy_dtype(torch_cnn.dtype))
+    model = CNN.from_config(torch_cnn.config, dtype=numpy_dtype(torch_cnn.dtype), seed=torch_cnn.seed)
     state = {k: v.detach().cpu().numpy().copy() for k, v in torch_cnn.state_dict().items()}
     model.load_state_dict(state, source="to_numpy(TorchCNN.state_dict())")
     if torch_cnn.training:

@@ -261,7 +261,7 @@ class TorchTrainer:
         channels_last: NHWC memory format for the convolutions (see the README for when it pays off).
         compile: run the forward pass through ``torch.compile`` (first batches pay the compile time).
         amp: bf16 autocast for forward passes on CUDA; ignored with a warning elsewhere.
-        seed: default seed of ``fit`` (batch order, dropout masks).
+        seed: default seed of ``fit`` (batch order, dropout masks); None = the model's seed, as ``CNN.fit``.
     """
 
     def __init__(
@@ -273,10 +273,11 @@ class TorchTrainer:
         channels_last: bool = False,
         compile: bool = False,
         amp: bool = False,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         if not isinstance(model, TorchCNN):
             raise TypeError(f"TorchTrainer needs a TorchCNN, got {type(model).__name__}")
+        seed = model.seed if seed is None else seed
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
             raise ConfigError(f"train.seed must be a non-negative int, got {seed!r}")
         self.device = resolve_device(device)
@@ -304,7 +305,7 @@ class TorchTrainer:
     ) -> TorchTrainer:
         """A trainer for a fresh ``TorchCNN.from_config(arch, dtype, seed)``; ``options`` are the
         constructor's (device, threads, deterministic, channels_last, compile, amp)."""
-        return cls(TorchCNN.from_config(arch, dtype=dtype, seed=seed), seed=seed, **options)
+        return cls(TorchCNN.from_config(arch, dtype=dtype, seed=seed), **options)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -376,14 +376,15 @@ def write_npz_atomic(path: str | os.PathLike[str], members: Mapping[str, np.ndar
     path = Path(path)
     if path.suffix != ".npz":
         raise CheckpointError(f"{path}: checkpoint files must end in .npz")
-    for k, v in members.items():
-        if np.asarray(v).dtype.hasobject:
+    arrays = {k: np.asarray(v) for k, v in members.items()}
+    for k, v in arrays.items():
+        if v.dtype.hasobject:
             raise CheckpointError(f"{path}: member '{k}' is an object array, which would need pickle")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
-            np.savez(f, **members)
+            np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -414,8 +415,18 @@ _CORRUPT = (
 )
 
 
+#: Deflated members may expand at most this much: real weights compress poorly, a zip bomb compresses ~1000x.
+_MAX_COMPRESSION_RATIO = 200
+
+
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
     """One ``.npy`` member, its header checked against the member's size before any data is allocated."""
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > max(
+        _MAX_COMPRESSION_RATIO * info.compress_size, 2**20
+    ):
+        raise ValueError(
+            f"compressed {info.compress_size} bytes claim to expand to {info.file_size} (a zip bomb?)"
+        )
     with zf.open(info) as f:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):

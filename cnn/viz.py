@@ -178,13 +178,16 @@ def plot_training_curves(
     with _style():
         fig = _figure(12, 4.6)
         ax_loss, ax_acc = fig.subplots(1, 2)
-        for (name, cols), color in zip(runs.items(), MODEL_COLORS):
+        # Later models are drawn thinner on top: when two trajectories coincide (same seed and batch
+        # order in both frameworks) both stay visible.
+        for i, ((name, cols), color) in enumerate(zip(runs.items(), MODEL_COLORS)):
+            lw, ms = max(3.5 - 1.5 * i, 1.2), max(8.0 - 3.0 * i, 3.0)
             for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
                 for prefix, style, marker, split in (("", "-", "o", "train"), ("val_", "--", "s", "val")):
                     y = cols.get(prefix + key)
                     if y is None or np.all(np.isnan(y)):
                         continue
-                    ax.plot(cols["epoch"], y, style, marker=marker, ms=5, lw=2, color=color,
+                    ax.plot(cols["epoch"], y, style, marker=marker, ms=ms, lw=lw, color=color,
                             label=f"{name} · {split}")  # fmt: skip
         ax_loss.set(title="Cross-entropy loss", xlabel="Epoch", ylabel="Loss")
         ax_acc.set(title="Accuracy", xlabel="Epoch", ylabel="Accuracy")
@@ -300,7 +303,7 @@ def plot_conv_filters(
         weights: ``(F, C, kh, kw)`` (``features[0].params["weight"]`` / ``features.0.weight``), or
             ``{model name: weights}``. With ``C > 1`` each tile shows the mean over input channels.
         max_filters: show the first ``max_filters`` filters.
-        save_path: PNG, 600 px wide per model.
+        save_path: PNG, 600 px wide per model, as tall as the grid of tiles needs.
 
     A diverging colour map centred on zero (red positive, blue negative), one symmetric scale per model.
     """
@@ -308,7 +311,12 @@ def plot_conv_filters(
     with _style():
         n_shown = min(max_filters, min(f.shape[0] for f, _ in ws.values()))
         rows = -(-n_shown // min(ncols, n_shown))
-        fig = _figure(6 * len(ws), 1.0 + 0.75 * rows * 8 / min(ncols, n_shown))
+        cols = min(ncols, n_shown)
+        kh, kw = next(iter(ws.values()))[0].shape[1:]
+        aspect = (rows * (kh + 1) - 1) / (cols * (kw + 1) - 1)  # of the mosaic
+        fig = _figure(
+            6 * len(ws), 1.3 + 4.4 * aspect
+        )  # ~4.4 in of each 6 in is mosaic, the rest its colour bar
         axes = np.atleast_1d(fig.subplots(1, len(ws)))
         for ax, (name, (f, note)) in zip(axes, ws.items()):
             f = f[:max_filters]
@@ -410,6 +418,8 @@ def plot_feature_maps(
         ax_img.set_title("Input")
         ax_img.set_xticks([])
         ax_img.set_yticks([])
+        ax_img.spines[:].set_visible(True)
+        ax_img.spines[:].set_color("0.7")
         for row, ((name, fm), mosaic) in enumerate(zip(layers, mosaics)):
             ax = fig.add_subplot(grid[row, 1])
             im = ax.imshow(mosaic, cmap=matplotlib.colormaps[cmap].with_extremes(bad="white"))
@@ -543,7 +553,7 @@ def plot_misclassified(
             axes[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
         shown = f" — the {len(order)} most confident mistakes" if len(wrong) > len(order) else ""
         fig.suptitle(
-            f"{model_name}: {len(wrong)} of {len(x)} images misclassified{shown}\n"
+            f"{model_name}: {len(wrong):,} of {len(x):,} images misclassified{shown}\n"
             "(title: test index, true label; top-2 predicted classes with probability)"
         )
     return _finish(fig, save_path)

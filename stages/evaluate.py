@@ -102,8 +102,14 @@ class EvaluatePaths:
 
 
 # ------------------------------------------------------------------------------------------------ models
-def load_logits_fn(framework: str, path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], Any]:
+def load_logits_fn(
+    framework: str, path: Path, torch_options: Mapping[str, Any] | None = None
+) -> tuple[Callable[[np.ndarray], np.ndarray], Any]:
     """Load a trained model; return ``(fn, model)`` with ``fn(x (B, C, H, W)) -> logits (B, K)`` in eval mode.
+
+    ``model`` is the ``cnn.CNN`` or the ``TorchCNN`` module. The torch model runs through
+    :class:`cnn.torch_train.TorchTrainer` with ``torch_options`` (``device``, ``threads``,
+    ``channels_last``, ... from the ``train`` config), so it is evaluated where and how it was trained.
 
     Raises:
         CheckpointError: the file is missing or not a model of ours (from the model classes' loaders).
@@ -115,18 +121,10 @@ def load_logits_fn(framework: str, path: Path) -> tuple[Callable[[np.ndarray], n
 
         model = CNN.load(path).eval()
         return model.forward, model
-    import torch
+    from cnn.torch_train import TorchTrainer
 
-    from cnn.torch_model import TorchCNN
-
-    module = TorchCNN.load(path).eval()
-    dtype = module.dtype
-
-    def torch_logits(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return module(torch.from_numpy(np.ascontiguousarray(x)).to(dtype)).numpy()
-
-    return torch_logits, module
+    trainer = TorchTrainer.load(path, **dict(torch_options or {}))
+    return (lambda x: trainer.predict_logits(x, batch_size=len(x))), trainer.model
 
 
 @contextmanager
@@ -282,6 +280,7 @@ def evaluate(
     frameworks: Sequence[str] = FRAMEWORKS,
     threads: Mapping[str, int | None] | None = None,
     batch_size: int = INFERENCE_BATCH_SIZE,
+    torch_options: Mapping[str, Any] | None = None,
     track: bool = True,
     tracking_uri: str | None = None,
 ) -> Evaluation:
@@ -292,6 +291,8 @@ def evaluate(
         frameworks: which trained models to evaluate (``numpy``, ``torch`` or both).
         threads: compute threads per framework (``train.threads``); None entries use the default.
         batch_size: inference batch size, for both the metrics pass and the throughput.
+        torch_options: :class:`cnn.torch_train.TorchTrainer` options for the torch model (``device``,
+            ``channels_last``, ...); ``threads`` above wins over a ``threads`` here.
         track: log metrics and report to the runs named by ``models/<fw>/mlflow_run.json`` (a missing
             pointer is skipped with a warning: that model was trained without tracking).
         tracking_uri: MLflow URI (default :func:`cnn.tracking.resolve_tracking_uri`).
@@ -305,6 +306,10 @@ def evaluate(
     """
     from cnn.data import get_dataset, load_split
 
+    if track:  # fail within seconds when the server is down, not after a minute of inference
+        from cnn.tracking import check_tracking_uri, resolve_tracking_uri
+
+        check_tracking_uri(tracking_uri or resolve_tracking_uri())
     threads = dict(threads or {})
     stats = read_json(paths.stats, "dataset statistics", "run the preprocess stage first")
     x, y = load_split(paths.test, sample_shape=None)
@@ -314,8 +319,11 @@ def evaluate(
     results: dict[str, Any] = {}
     probas: dict[str, np.ndarray] = {}
     preds: dict[str, np.ndarray] = {}
+    devices: dict[str, str] = {}
     for fw in frameworks:
-        logits_fn, _ = load_logits_fn(fw, paths.model(fw))
+        options = {**(torch_options or {}), "threads": threads.get("torch")} if fw == "torch" else None
+        logits_fn, model = load_logits_fn(fw, paths.model(fw), options)
+        devices[fw] = str(getattr(model, "device", "cpu"))
         with _thread_limit(fw, threads.get(fw)):
             timed = timed_inference(logits_fn, x, batch_size=batch_size)
         logits = timed.outputs.astype(np.float64)
@@ -368,7 +376,7 @@ def evaluate(
             "val_size": sizes.get("val"),
             "test_size": len(y),
         },
-        "machine": machine_info(next(iter(threads.values()), None)),
+        "machine": {**machine_info(next(iter(threads.values()), None)), "torch_device": devices.get("torch")},
     }
     evaluation = Evaluation(metrics=results, context=context)
     _write_text(paths.comparison, render_comparison(evaluation.report_input()))
@@ -418,9 +426,12 @@ def run(argv: Sequence[str]) -> int:
     cfg = load_params(args.params)
     from cnn.tracking import resolve_tracking_uri
 
+    torch_train = train_config_for(cfg, "torch")
     evaluation = evaluate(
         EvaluatePaths(processed_dir=Path(cfg["data"]["processed_dir"])),
         threads={fw: train_config_for(cfg, fw)["threads"] for fw in FRAMEWORKS},
+        # Where and how the torch model trained; not `compile`: its first batches would time the compiler.
+        torch_options={k: torch_train[k] for k in ("device", "channels_last", "deterministic")},
         track=not args.no_track,
         tracking_uri=None if args.no_track else resolve_tracking_uri(cfg["tracking"]["uri"]),
     )

@@ -103,6 +103,10 @@ def plot(
     """
     from cnn.data import load_split
 
+    if track:  # fail fast when the tracking server is down
+        from cnn.tracking import check_tracking_uri, resolve_tracking_uri
+
+        check_tracking_uri(tracking_uri or resolve_tracking_uri())
     names = {fw: FRAMEWORK_NAMES[fw] for fw in frameworks}
     x, y = load_split(paths.test, sample_shape=None)
     predictions = load_predictions(paths.predictions)

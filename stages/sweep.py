@@ -50,9 +50,9 @@ log = logging.getLogger("sweep")
 PARENT_POINTER_FILE = "mlflow_parent_run.json"
 CALLBACK_OVERRIDE = "hydra/callbacks=mlflow_sweep"
 OBJECTIVE = "val_accuracy"
-
-# (run id, tracking URI) of the parent run this process opened and has not ended yet.
-_OPEN_PARENT: tuple[str, str] | None = None
+# The tracking URI of the open parent run. Kept in the environment, like the run id, because the callback
+# lives in module `stages.sweep` while `python -m stages.sweep` runs `main` from the `__main__` copy.
+PARENT_URI_ENV = "CNN_MLFLOW_PARENT_TRACKING_URI"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -92,8 +92,7 @@ class SweepParentRun(Callback):
         )
         tracking.write_run_pointer(sweep_dir / PARENT_POINTER_FILE, run, tracking_uri=uri)
         os.environ[tracking.PARENT_RUN_ENV] = run.info.run_id
-        global _OPEN_PARENT
-        _OPEN_PARENT = (run.info.run_id, uri)
+        os.environ[PARENT_URI_ENV] = uri
         log.info("parent run %s (%s) in experiment %s", run.info.run_name, run.info.run_id, experiment_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -113,12 +112,15 @@ def finish_parent_run(run_id: str, uri: str, status: str) -> None:
     )
     scored = [c for c in children if OBJECTIVE in c.data.metrics]
     client.set_tag(run_id, "children", str(len(children)))
+    summary = f"sweep: {status.lower()}, {len(children)} runs under parent {parent.info.run_name} ({run_id})"
     if scored:
         best = scored[0]
         client.log_metric(run_id, f"best_{OBJECTIVE}", best.data.metrics[OBJECTIVE])
         client.set_tag(run_id, "best_run_id", best.info.run_id)
         client.set_tag(run_id, "best_run_name", best.info.run_name)
+        summary += f"; best {OBJECTIVE} {best.data.metrics[OBJECTIVE]:.4f} ({best.info.run_name})"
     client.set_terminated(run_id, status=status)
+    print(summary, flush=True)
 
 
 def parent_run_id() -> str | None:
@@ -258,12 +260,11 @@ def _fail(exc: BaseException, code: int, debug: bool, status: str = "FAILED") ->
 
 
 def _end_parent(status: str) -> None:
-    """End a parent run left open by a sweep that stopped early (no-op when there is none)."""
-    global _OPEN_PARENT
-    os.environ.pop(tracking.PARENT_RUN_ENV, None)
-    if _OPEN_PARENT is None:
+    """End the parent run this process opened, if it is still open (no-op when there is none)."""
+    run_id = os.environ.pop(tracking.PARENT_RUN_ENV, None)
+    uri = os.environ.pop(PARENT_URI_ENV, None)
+    if not run_id or not uri:
         return
-    (run_id, uri), _OPEN_PARENT = _OPEN_PARENT, None
     try:
         finish_parent_run(run_id, uri, status)
     except Exception as exc:  # best effort: the error that stopped the sweep is the one to report

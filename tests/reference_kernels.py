@@ -55,19 +55,19 @@ def conv2d_backward(
 
 
 def im2col(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple) -> np.ndarray:
-    """cols[n, (c*kh + i)*kw + j, r*OW + q] = xpad[n, c, r*sh + i, q*sw + j]."""
+    """cols[(c*kh + i)*kw + j, (n*OH + r)*OW + q] = xpad[n, c, r*sh + i, q*sw + j]."""
     n, c, h, wd = x.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     oh, ow = out_size(h, kh, sh, ph), out_size(wd, kw, sw, pw)
     xp = pad(x, ph, pw)
-    cols = np.zeros((n, c * kh * kw, oh * ow), dtype=x.dtype)
+    cols = np.zeros((c * kh * kw, n * oh * ow), dtype=x.dtype)
     for s in range(n):
         for ch in range(c):
             for i in range(kh):
                 for j in range(kw):
                     for r in range(oh):
                         for q in range(ow):
-                            cols[s, (ch * kh + i) * kw + j, r * ow + q] = xp[s, ch, r * sh + i, q * sw + j]
+                            cols[(ch * kh + i) * kw + j, (s * oh + r) * ow + q] = xp[s, ch, r * sh + i, q * sw + j]
     return cols
 
 
@@ -83,7 +83,7 @@ def col2im(cols: np.ndarray, x_shape: tuple, kernel: tuple, stride: tuple, paddi
                 for j in range(kw):
                     for r in range(oh):
                         for q in range(ow):
-                            dxp[s, ch, r * sh + i, q * sw + j] += cols[s, (ch * kh + i) * kw + j, r * ow + q]
+                            dxp[s, ch, r * sh + i, q * sw + j] += cols[(ch * kh + i) * kw + j, (s * oh + r) * ow + q]
     return dxp[:, :, ph : ph + h, pw : pw + wd]
 
 

@@ -33,6 +33,8 @@ def history(acc: float) -> list[dict]:
             "accuracy": acc * e / 2,
             "val_loss": 2.1 / e,
             "val_accuracy": acc * e / 2.1,
+            "lr": 1e-3,
+            "epoch_time": 1.5,
         }
         for e in (1, 2)
     ]
@@ -242,3 +244,17 @@ def test_stage_commands_run_from_params_yaml(tmp_path, repo_root):
         assert done.stdout.strip().splitlines()[-1].startswith(f"{stage}: ")
     assert (tmp_path / "reports" / "comparison.md").is_file()
     assert sorted(p.stem for p in (tmp_path / "reports" / "figures").glob("*.png")) == sorted(FIGURES)
+
+
+def test_a_dead_tracking_server_fails_before_any_inference(tmp_path):
+    import socket
+
+    from cnn.errors import TrackingError
+
+    paths = make_pipeline_outputs(tmp_path)
+    with socket.socket() as s:  # a port nobody listens on once the socket is closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(TrackingError, match=str(port)):
+        evaluate(paths, track=True, tracking_uri=f"http://127.0.0.1:{port}")
+    assert not paths.evaluate_metrics.exists() and not paths.comparison.exists()

@@ -112,3 +112,14 @@ def test_write_comparison_renders_from_a_metrics_file(tmp_path):
     assert text == render_comparison(EVALUATION)
     assert "| PyTorch CNN |" in text and text.endswith("\n")
     assert not list(out.parent.glob("*.tmp"))
+
+
+def test_machine_line_names_a_torch_accelerator_but_not_the_cpu():
+    from cnn.report import machine_line
+
+    base = {"platform": "Linux", "cpu_count": 16, "threads": 1}
+    assert machine_line({**base, "torch_device": "cuda:0"}) == (
+        "Measured on Linux, 16 CPUs (1 thread used); PyTorch on cuda:0."
+    )
+    assert machine_line({**base, "torch_device": "cpu"}) == "Measured on Linux, 16 CPUs (1 thread used)."
+    assert machine_line(None) == ""

@@ -263,3 +263,17 @@ def test_a_corrupt_resume_checkpoint_raises_a_clear_error(tmp_path) -> None:
     CNN(**TINY).save(path)  # a model checkpoint is not a resume checkpoint
     with pytest.raises(CheckpointError, match="missing key '__resume__'"):
         resume(path)
+
+
+def test_a_refused_optimizer_state_leaves_the_model_untouched(tmp_path) -> None:
+    X, y, _ = tiny_data()
+    path = tmp_path / "ck.npz"
+    CNN(**TINY, seed=0).fit(X, y, checkpoint_path=path, **{**FIT, "epochs": 1})
+    model = CNN(**TINY, seed=5)
+    before = model.state_dict()
+    with pytest.raises(CheckpointError, match=r"ck\.npz: .*beta2"):
+        model.fit(
+            X, y, checkpoint_path=path, resume=True, **{**FIT, "optimizer_kwargs": {"betas": (0.9, 0.99)}}
+        )
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)

@@ -103,8 +103,8 @@ PLATEAU_CASES = [
     {"mode": "min", "factor": 0.1, "patience": 0, "threshold": 0.05, "threshold_mode": "abs", "cooldown": 2},
     {"mode": "max", "factor": 0.5, "patience": 1, "min_lr": 0.02},
     {"mode": "max", "factor": 0.7, "patience": 1, "threshold": 0.01, "threshold_mode": "abs"},
-    {"mode": "min", "factor": 0.5, "patience": 0, "eps": 0.03},
-    {"mode": "min", "factor": 0.5, "patience": 1, "threshold": 0.0},  # an equal metric is no improvement  # 0.05 -> 0.025 is below eps: skipped
+    {"mode": "min", "factor": 0.5, "patience": 0, "eps": 0.03},  # 0.05 -> 0.025 is below eps: skipped
+    {"mode": "min", "factor": 0.5, "patience": 1, "threshold": 0.0},  # an equal metric is no improvement
 ]
 
 

@@ -141,7 +141,7 @@ SCHEDULES = [
 ]
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\(\)` before:UserWarning")
+@pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler.step\(\)` before:UserWarning")
 @pytest.mark.parametrize(("name", "kwargs"), SCHEDULES)
 def test_torch_schedulers_produce_the_numpy_schedulers_learning_rates(name, kwargs):
     from cnn.optimizers import SGD

@@ -77,6 +77,13 @@ def test_initialisation_scheme_is_the_numpy_layers_he_normal_with_zero_bias_and_
     assert torch.all(sd["features.1.running_var"] == 1) and torch.all(sd["classifier.5.bias"] == 0)
 
 
+def test_the_model_seed_travels_with_the_weights_and_is_the_trainers_default_fit_seed(tmp_path):
+    numpy_model = CNN(**SMALL, seed=8)
+    assert to_torch(numpy_model).seed == 8
+    assert TorchTrainer(to_torch(numpy_model), device="cpu", threads=1).seed == 8  # as CNN.fit(seed=None)
+    assert TorchCNN.load(to_torch(numpy_model).save(tmp_path / "m.pt")).seed == 8
+
+
 def test_same_seed_same_weights_other_seed_other_weights():
     a, b, c = TorchCNN(**SMALL, seed=1), TorchCNN(**SMALL, seed=1), TorchCNN(**SMALL, seed=2)
     assert torch.equal(a.features[0].weight, b.features[0].weight)
@@ -97,7 +104,7 @@ def test_logits_agree_after_to_torch_with_nontrivial_batchnorm_statistics(dtype)
 def test_round_trip_to_numpy_of_to_torch_restores_every_array_exactly(dtype):
     numpy_model = with_running_statistics(CNN(**SMALL, dtype=dtype, seed=5))
     back = to_numpy(to_torch(numpy_model))
-    assert back.dtype == np.dtype(dtype) and back.config == numpy_model.config
+    assert back.dtype == np.dtype(dtype) and back.config == numpy_model.config and back.seed == 5
     for key, value in numpy_model.state_dict().items():
         np.testing.assert_array_equal(back.state_dict()[key], value, err_msg=key)
         assert back.state_dict()[key].dtype == value.dtype

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -293,10 +292,13 @@ def test_log_to_run_on_an_unknown_run_names_the_run(cfg):
 WRITER = textwrap.dedent(
     """
     import sys, time
+    from pathlib import Path
     from cnn import tracking
-    uri, index, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    import mlflow  # imported before the start signal, so the four really open the database together
+    uri, index, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     cfg = {"tracking": {"uri": uri, "experiment": "concurrent"}, "train": {"seed": index}}
-    while time.time() < start:  # all four open the fresh database at the same moment
+    print("ready", flush=True)
+    while not go.exists():
         time.sleep(0.005)
     with tracking.start_training_run(cfg, "numpy", run_name=f"writer-{index}"):
         callback = tracking.MLflowCallback()
@@ -312,18 +314,24 @@ def test_four_concurrent_writers_on_a_fresh_sqlite_database_lose_no_run(tmp_path
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    # Python + mlflow import takes a few seconds per process; start together once all are loaded.
-    start = time.time() + 8
+    go = tmp_path / "go"
     procs = [
         subprocess.Popen(
-            [sys.executable, str(script), uri, str(i), str(start)],
+            [sys.executable, str(script), uri, str(i), str(go)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
         for i in range(4)
     ]
-    outputs = [p.communicate(timeout=200)[0] for p in procs]
+    try:
+        assert [p.stdout.readline().strip() for p in procs] == ["ready"] * 4
+        go.touch()  # start signal: all four create the schema and their runs at once
+        outputs = [p.communicate(timeout=200)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     assert [p.returncode for p in procs] == [0, 0, 0, 0], "\n".join(outputs)
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("concurrent")

@@ -172,7 +172,7 @@ def write_processed_splits(directory: Path, seed: int = 0) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", 64), ("val", 30), ("test", 30)):
         y = np.arange(n, dtype=np.int64) % 10
-        x = rng.standard_normal((n, 1, 28, 28)).astype(np.float32) + y[:, None, None, None] * 0.1
+        x = (rng.standard_normal((n, 1, 28, 28)) + 0.1 * y[:, None, None, None]).astype(np.float32)
         np.savez(directory / f"{split}.npz", x=x, y=y)
     (directory / "stats.json").write_text('{"mean": 0.0, "std": 1.0, "dataset": "synthetic"}\n')
 

@@ -232,17 +232,35 @@ def test_write_npz_atomic_round_trips_and_leaves_no_temporary(tmp_path) -> None:
     assert os.listdir(path.parent) == ["ck.npz"]
 
 
-def test_a_failed_write_keeps_the_previous_file_and_removes_the_temporary(tmp_path) -> None:
+@pytest.mark.parametrize("failure", ["during the write", "at the rename", "on Ctrl-C"])
+def test_a_failed_write_keeps_the_previous_file_and_removes_the_temporary(
+    tmp_path, monkeypatch, failure
+) -> None:
     path = tmp_path / "ck.npz"
     write_npz_atomic(path, {"a": np.ones(3)})
     before = path.read_bytes()
+    real_savez = np.savez
 
-    class Exploding:
-        def __array__(self, dtype=None, copy=None):
-            raise RuntimeError("disk full")
+    def half_written(f, **arrays):
+        real_savez(f, **arrays)
+        f.truncate(100)  # the disk filled up half-way
+        raise OSError(28, "No space left on device")
 
-    with pytest.raises(RuntimeError, match="disk full"):
-        write_npz_atomic(path, {"a": np.zeros(3), "b": Exploding()})
+    def interrupted(f, **arrays):
+        f.write(b"PK partial")
+        raise KeyboardInterrupt
+
+    def failed_rename(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    if failure == "during the write":
+        monkeypatch.setattr(np, "savez", half_written)
+    elif failure == "on Ctrl-C":
+        monkeypatch.setattr(np, "savez", interrupted)
+    else:
+        monkeypatch.setattr(os, "replace", failed_rename)
+    with pytest.raises((OSError, KeyboardInterrupt)):
+        write_npz_atomic(path, {"a": np.zeros(3), "b": np.arange(1000)})
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["ck.npz"]
 
@@ -293,6 +311,17 @@ def test_read_npz_detects_a_member_whose_header_does_not_match_its_size(tmp_path
         f.write(b"\0" * 64)  # claims 8 MB, holds 64 bytes
     with pytest.raises(CheckpointError, match=r"member 'w.npy'.*\(1000, 1000\)"):
         read_npz(path)
+
+
+def test_read_npz_refuses_members_that_would_decompress_to_gigabytes(tmp_path) -> None:
+    path = tmp_path / "bomb.npz"
+    big = np.zeros(50_000_000, dtype=np.uint8)  # 50 MB of zeros deflate to ~50 kB
+    np.savez_compressed(path, x=big)
+    assert path.stat().st_size < 200_000
+    with pytest.raises(CheckpointError, match="zip bomb"):
+        read_npz(path)
+    np.savez_compressed(path, w=np.random.default_rng(0).standard_normal((300, 300)))
+    assert read_npz(path)["w"].shape == (300, 300)  # ordinary compressed checkpoints load
 
 
 def test_json_members_decode_or_name_the_key(tmp_path) -> None:

@@ -107,7 +107,7 @@ def test_conv_filters_png_is_600_px_per_model(tmp_path, rng):
     viz.plot_conv_filters(
         {"NumPy CNN": rng.normal(size=(32, 1, 3, 3)), "PyTorch CNN": rng.normal(size=(32, 1, 3, 3))}, out
     )
-    assert png_size(out) == (1200, 400)
+    assert png_size(out) == (1200, int((1.3 + 4.4 * 15 / 31) * viz.DPI))  # 4 x 8 tiles of 3x3, 1 px gaps
     viz.plot_conv_filters(rng.normal(size=(6, 3, 5, 5)), tmp_path / "rgb.png")  # multi-channel: mean shown
     assert png_size(tmp_path / "rgb.png")[0] == 600
 

@@ -1,0 +1,199 @@
+"""The fast kernels in ``cnn.kernels`` against the slow loop implementations in ``reference_kernels``,
+with the thread pool on and off, for every memory layout they may receive."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import reference_kernels as ref
+
+from cnn import kernels
+from cnn.errors import CNNError
+
+# (N, C, H, W), kernel, stride, padding. Includes padding > kernel/2 (offsets that only see padding),
+# stride 2 with odd sizes, non-square everything, and kernel 1.
+WINDOW_CASES = [
+    ((2, 3, 6, 5), (3, 3), (1, 1), (1, 1)),
+    ((2, 2, 7, 9), (3, 3), (2, 2), (2, 2)),
+    ((1, 2, 5, 6), (1, 1), (1, 1), (0, 0)),
+    ((3, 1, 9, 7), (5, 3), (2, 1), (2, 0)),
+    ((2, 2, 4, 4), (3, 3), (2, 2), (3, 3)),
+    ((2, 2, 8, 8), (2, 2), (2, 2), (0, 0)),
+]
+POOL_CASES = [c for c in WINDOW_CASES if c[3][0] * 2 <= c[1][0] and c[3][1] * 2 <= c[1][1]]
+THREADS = [1, 2, 3]
+
+
+@pytest.fixture(params=THREADS, ids=lambda n: f"{n}threads")
+def threads(request):
+    before = kernels.get_num_threads()
+    kernels.set_num_threads(request.param)
+    yield request.param
+    kernels.set_num_threads(before)
+
+
+def channel_major_copy(x: np.ndarray) -> np.ndarray:
+    """The same NCHW array, stored as (C, N, H, W): the layout the kernels themselves return."""
+    return np.swapaxes(np.ascontiguousarray(np.swapaxes(x, 0, 1)), 0, 1)
+
+
+def layouts(x: np.ndarray) -> list[np.ndarray]:
+    return [x, channel_major_copy(x), x[:, :, ::-1, :][:, :, ::-1, :]]  # C-order, channel-major, strided
+
+
+@pytest.mark.parametrize(("shape", "k", "s", "p"), WINDOW_CASES)
+def test_im2col_and_col2im_equal_the_loop_reference(rng, shape, k, s, p):
+    x = rng.standard_normal(shape)
+    cols = kernels.im2col(x, k, s, p)
+    np.testing.assert_array_equal(cols, ref.im2col(x, k, s, p))
+    g = rng.standard_normal(cols.shape)
+    np.testing.assert_allclose(kernels.col2im(g, shape, k, s, p), ref.col2im(g, shape, k, s, p), rtol=1e-13)
+
+
+@pytest.mark.parametrize(("shape", "k", "s", "p"), WINDOW_CASES)
+def test_col2im_is_the_adjoint_of_im2col(rng, shape, k, s, p):
+    x = rng.standard_normal(shape)
+    cols = kernels.im2col(x, k, s, p)
+    g = rng.standard_normal(cols.shape)
+    # <im2col(x), g> == <x, col2im(g)> for every x, g
+    assert np.sum(cols * g) == pytest.approx(np.sum(x * kernels.col2im(g, shape, k, s, p)), rel=1e-12)
+
+
+@pytest.mark.parametrize(("shape", "k", "s", "p"), WINDOW_CASES)
+@pytest.mark.parametrize("out_channels", [1, 2, 7])  # 7 > 2*C takes the col2im path even at stride 1
+def test_conv2d_kernels_equal_the_loop_reference(rng, threads, shape, k, s, p, out_channels):
+    w = rng.standard_normal((out_channels, shape[1], *k))
+    b = rng.standard_normal(out_channels)
+    ws = kernels.Workspace()
+    for x in layouts(rng.standard_normal(shape)):
+        y = kernels.conv2d_forward(x, w, b, s, p, ws)
+        np.testing.assert_allclose(y, ref.conv2d(x, w, b, s, p), rtol=1e-12, atol=1e-12)
+        dy = rng.standard_normal(y.shape)
+        dw, db = np.empty_like(w), np.empty_like(b)
+        dx = kernels.conv2d_backward(dy, w, s, p, ws, dw, db)
+        rdx, rdw, rdb = ref.conv2d_backward(x, w, dy, s, p)
+        np.testing.assert_allclose(dx, rdx, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dw, rdw, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(db, rdb, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_column_buffer_is_reused_and_its_padding_stays_zero(rng):
+    w = rng.standard_normal((2, 3, 3, 3))
+    ws = kernels.Workspace()
+    kernels.conv2d_forward(rng.standard_normal((2, 3, 5, 5)), w, None, (1, 1), (1, 1), ws)
+    buffer = ws.get("cols", (3, 3, 3, 2, 5, 5), np.dtype(np.float64))
+    x = rng.standard_normal((2, 3, 5, 5))
+    y = kernels.conv2d_forward(x, w, None, (1, 1), (1, 1), ws)
+    assert ws.get("cols", (3, 3, 3, 2, 5, 5), np.dtype(np.float64)) is buffer
+    np.testing.assert_allclose(y, ref.conv2d(x, w, None, (1, 1), (1, 1)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("shape", "k", "s", "p"), POOL_CASES)
+def test_maxpool_kernels_equal_the_loop_reference_with_ties(rng, threads, shape, k, s, p):
+    for x in layouts(np.round(rng.standard_normal(shape), 1)):  # rounding makes ties frequent
+        cache: dict = {}
+        y = kernels.maxpool2d_forward(x, k, s, p, cache)
+        dy = rng.standard_normal(y.shape)
+        ry, rdx = ref.maxpool2d(x, k, s, p, dy)
+        np.testing.assert_array_equal(y, ry)
+        np.testing.assert_allclose(kernels.maxpool2d_backward(dy, k, s, p, cache), rdx, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize(("shape", "k", "s", "p"), POOL_CASES)
+def test_avgpool_kernels_equal_the_loop_reference(rng, shape, k, s, p):
+    for x in layouts(rng.standard_normal(shape)):
+        y = kernels.avgpool2d_forward(x, k, s, p)
+        dy = rng.standard_normal(y.shape)
+        ry, rdx = ref.avgpool2d(x, k, s, p, dy)
+        np.testing.assert_allclose(y, ry, rtol=1e-13)
+        np.testing.assert_allclose(kernels.avgpool2d_backward(dy, shape, k, s, p), rdx, rtol=1e-13)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5, 3), (7, 5), (2, 9, 1, 1)])
+def test_batchnorm_kernels_equal_the_loop_reference(rng, threads, shape):
+    c = shape[1]
+    gamma, beta = rng.uniform(0.5, 1.5, c), rng.standard_normal(c)
+    for x in layouts(rng.standard_normal(shape) * 3 + 2) if len(shape) == 4 else [rng.standard_normal(shape)]:
+        cache: dict = {}
+        y, mean, var = kernels.batchnorm_forward_train(x, gamma, beta, 1e-5, cache)
+        dy = rng.standard_normal(shape)
+        dgamma, dbeta = np.empty(c), np.empty(c)
+        dx = kernels.batchnorm_backward_train(dy, gamma, cache, dgamma, dbeta)
+        ry, rdx, rdgamma, rdbeta, rmean, rvar = ref.batchnorm_train(x, gamma, beta, 1e-5, dy)
+        for ours, theirs in [(y, ry), (dx, rdx), (dgamma, rdgamma), (dbeta, rdbeta), (mean, rmean), (var, rvar)]:
+            np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+def test_batchnorm_float32_statistics_survive_a_large_mean(rng, threads):
+    # Two-pass statistics: var of (1e4 + small noise) must not cancel to garbage in float32.
+    x = (1e4 + rng.standard_normal((64, 4, 8, 8))).astype(np.float32)
+    _, mean, var = kernels.batchnorm_forward_train(x, np.ones(4, np.float32), np.zeros(4, np.float32), 1e-5, {})
+    np.testing.assert_allclose(var, x.astype(np.float64).var(axis=(0, 2, 3)), rtol=1e-3)
+
+
+def test_relu_kernels_agree_for_every_layout(rng, threads):
+    x = rng.standard_normal((3, 4, 5, 6)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    for xl in layouts(x):
+        y = kernels.relu_forward(xl)
+        np.testing.assert_array_equal(y, np.maximum(x, 0))
+        for dyl in layouts(dy):
+            np.testing.assert_array_equal(kernels.relu_backward(dyl, y), dy * (x > 0))
+
+
+def test_kernels_return_channel_major_nchw_arrays(rng):
+    x = rng.standard_normal((2, 3, 6, 6))
+    y = kernels.conv2d_forward(x, rng.standard_normal((4, 3, 3, 3)), None, (1, 1), (1, 1), kernels.Workspace())
+    assert y.shape == (2, 4, 6, 6)
+    assert np.swapaxes(y, 0, 1).flags.c_contiguous
+
+
+def test_float32_in_float32_out(rng):
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    ws = kernels.Workspace()
+    y = kernels.conv2d_forward(x, w, None, (1, 1), (1, 1), ws)
+    dw = np.empty_like(w)
+    assert y.dtype == kernels.conv2d_backward(y, w, (1, 1), (1, 1), ws, dw, None).dtype == np.float32
+    assert kernels.dropout_mask((5, 5), 0.5, np.dtype(np.float32), rng).dtype == np.float32
+
+
+def test_split_covers_the_range_in_balanced_contiguous_blocks():
+    assert kernels.split(10, 3) == [(0, 3), (3, 6), (6, 10)]
+    assert kernels.split(2, 4) == [(0, 1), (1, 2)]
+    assert kernels.split(5, 1) == [(0, 5)]
+
+
+def test_parallel_returns_results_in_block_order_and_uses_several_threads(threads):
+    names: set[str] = set()
+    lock = threading.Lock()
+    barrier = threading.Barrier(threads, timeout=10)
+
+    def work(lo: int, hi: int) -> list[int]:
+        with lock:
+            names.add(threading.current_thread().name)
+        barrier.wait()  # every block runs at the same time, so each needs its own thread
+        return list(range(lo, hi))
+
+    results = kernels.parallel(work, 12)
+    assert [i for block in results for i in block] == list(range(12))
+    assert len(results) == len(names) == threads
+
+
+def test_parallel_reraises_a_worker_failure_and_stays_usable():
+    kernels.set_num_threads(2)
+
+    def work(lo: int, hi: int) -> None:
+        if lo > 0:
+            raise RuntimeError("block failed")
+
+    with pytest.raises(RuntimeError, match="block failed"):
+        kernels.parallel(work, 4)
+    assert kernels.parallel(lambda lo, hi: hi - lo, 4) == [2, 2]
+
+
+def test_set_num_threads_rejects_nonsense():
+    with pytest.raises(CNNError, match="positive int"):
+        kernels.set_num_threads(0)
