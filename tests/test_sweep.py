@@ -114,9 +114,12 @@ def test_optuna_preset_maximises_the_validation_accuracy_the_jobs_return(tmp_pat
     assert len(lrs) == 2  # the preset's search space was sampled
 
 
-def test_invalid_override_is_one_line_and_exit_code_2(tmp_path):
-    proc, _ = run_sweep(tmp_path, "optimizer.lr=-1", multirun=False)
+def test_invalid_override_is_one_line_exit_code_2_and_ends_the_parent_run_failed(tmp_path):
+    proc, uri = run_sweep(tmp_path, "optimizer.lr=-1")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("sweep: error:")]
     assert len(errors) == 1 and "optimizer.lr" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
+    parent, children = sweep_runs(uri)
+    assert parent.info.status == "FAILED"
+    assert children == []
