@@ -117,8 +117,9 @@ def format_table(report: dict[str, Any]) -> str:
     ]
     m = report["machine"]
     gpu = f", GPU {m['gpu']}" if m["gpu"] else ", no GPU"
+    threads = f"{m['threads']} thread" + ("s" if m["threads"] != 1 else "")
     caption = (
-        f"Images/s, seed CNN, float32, eval mode. {m['cpu']} ({m['cores']} cores, {m['threads']} threads)"
+        f"Images/s, seed CNN, float32, eval mode. {m['cpu']} ({m['cores']} cores, {threads})"
         f"{gpu}; numpy {m['numpy']}, torch {m['torch']}."
     )
     return "\n".join([caption, "", head, sep, *body])

@@ -109,7 +109,9 @@ def machine() -> dict[str, Any]:
 
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "")
+        model = next(
+            (ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), ""
+        )
     except (OSError, subprocess.CalledProcessError):
         model = platform.processor()
     return {
@@ -129,7 +131,9 @@ def summarise(records: list[dict[str, Any]], batch_sizes: list[int], variants: l
         torch_runs = [r for r in records if r["framework"] == "torch" and r["batch_size"] == bs]
         for variant in variants:
             np_runs = [
-                r for r in records if r["framework"] == "numpy" and r["batch_size"] == bs and r["threading"] == variant
+                r
+                for r in records
+                if r["framework"] == "numpy" and r["batch_size"] == bs and r["threading"] == variant
             ]
             ratios = [a["samples_per_sec"] / b["samples_per_sec"] for a, b in zip(np_runs, torch_runs)]
             rows.append(
@@ -189,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.worker:  # one measurement, printed as one JSON line for the parent
         bs = args.batch_sizes[0]
-        result = run_numpy(args.n, bs, args.numpy_threading) if args.worker == "numpy" else run_torch(args.n, bs)
+        result = (
+            run_numpy(args.n, bs, args.numpy_threading) if args.worker == "numpy" else run_torch(args.n, bs)
+        )
         print(json.dumps(result))
         return 0
 
@@ -205,8 +211,11 @@ def main(argv: list[str] | None = None) -> int:
                 rec["repeat"] = rep
                 records.append(rec)
                 label = framework + (f"/{variant}" if framework == "numpy" else "")
-                print(f"  repeat {rep + 1}/{args.repeats} batch {bs:4d} {label:12s} "
-                      f"{rec['samples_per_sec']:8.1f} samples/s  peak {rec['peak_rss_mb']:.0f} MiB", flush=True)  # fmt: skip
+                print(
+                    f"  repeat {rep + 1}/{args.repeats} batch {bs:4d} {label:12s} "
+                    f"{rec['samples_per_sec']:8.1f} samples/s  peak {rec['peak_rss_mb']:.0f} MiB",
+                    flush=True,
+                )
     info = machine()
     rows = summarise(records, args.batch_sizes, variants)
     print()

@@ -273,6 +273,7 @@ class Workspace:
 
     def __init__(self) -> None:
         self._buffers: dict[str, np.ndarray] = {}
+        self.meta: dict[str, Any] = {}  # small per-call facts the backward pass needs (shapes)
 
     def get(self, name: str, shape: tuple[int, ...], dtype: np.dtype, zero: bool = False) -> np.ndarray:
         """The buffer ``name`` of ``shape``/``dtype``; a new one is zero-filled when ``zero``."""
@@ -284,6 +285,7 @@ class Workspace:
 
     def clear(self) -> None:
         self._buffers.clear()
+        self.meta.clear()
 
 
 # ============================================================================================ im2col
@@ -426,8 +428,12 @@ def conv2d_forward(
             y2[:, block] += bias[:, None]
 
     parallel(work, n)
-    ws.x_shape = x.shape  # type: ignore[attr-defined]
+    ws.meta["x_shape"] = x.shape
     return np.swapaxes(yt, 0, 1)
+
+
+_BLOCK_BYTES = 4 << 20
+"""Target size of the per-thread column buffer of the convolution's input gradient (fits in L2/L3)."""
 
 
 def _flipped_transposed(weight: np.ndarray) -> np.ndarray:
@@ -450,34 +456,43 @@ def conv2d_backward(
     ``dx = col2im(W2^T @ dY2)``. For stride 1 (and padding < kernel) the same dx is computed as the
     convolution of dY, padded by ``k - 1 - p``, with the flipped transposed kernel (im2col + GEMM).
     """
-    n, c, h, w = ws.x_shape  # type: ignore[attr-defined]
+    if "x_shape" not in ws.meta:
+        raise CNNError("conv2d_backward called before conv2d_forward: no forward columns to reuse")
+    n, c, h, w = ws.meta["x_shape"]
     o, _, kh, kw = weight.shape
     oh, ow = grad_out.shape[2:]
     dyt = channel_major(grad_out)
     dy2 = dyt.reshape(o, n * oh * ow)
-    cols6 = ws.get("cols", (c, kh, kw, n, oh, ow), weight.dtype, zero=True)
-    cols = cols6.reshape(c * kh * kw, n * oh * ow)
-    w2 = weight.reshape(o, -1)
+    cols = ws.get("cols", (c, kh, kw, n, oh, ow), weight.dtype, zero=True).reshape(c * kh * kw, n * oh * ow)
     dxt = np.empty((c, n, h, w), dtype=weight.dtype)
     transposed = stride == (1, 1) and padding[0] < kh and padding[1] < kw and o <= 2 * c
     if transposed:
         tpad = (kh - 1 - padding[0], kw - 1 - padding[1])
         wt2 = _flipped_transposed(weight).reshape(c, -1)
-        dcols6 = ws.get("dy_cols", (o, kh, kw, n, h, w), weight.dtype, zero=True)
+        block_shape = (o, kh, kw, h, w)  # columns of dY for one sample, per output pixel of dx
     else:
-        dcols6 = ws.get("dcols", (c, kh, kw, n, oh, ow), weight.dtype)
-    dcols = dcols6.reshape(-1, dcols6.shape[3] * dcols6.shape[4] * dcols6.shape[5])
+        w2t = np.ascontiguousarray(weight.reshape(o, -1).T)
+        block_shape = (c, kh, kw, oh, ow)  # dcols for one sample
+    # The input-gradient columns are produced and consumed a few samples at a time, in a small buffer
+    # per thread that stays in cache, instead of one buffer the size of the forward columns.
+    per_sample = int(np.prod(block_shape)) * weight.itemsize
+    chunk = max(1, min(n, _BLOCK_BYTES // per_sample))
 
     def work(lo: int, hi: int) -> np.ndarray:
-        out_block = slice(lo * oh * ow, hi * oh * ow)
-        if transposed:
-            _im2col_into(dyt[:, lo:hi], dcols6[:, :, :, lo:hi], (kh, kw), (1, 1), tpad)
-            in_block = slice(lo * h * w, hi * h * w)
-            np.matmul(wt2, dcols[:, in_block], out=dxt.reshape(c, -1)[:, in_block])
-        else:
-            np.matmul(w2.T, dy2[:, out_block], out=dcols[:, out_block])
-            _col2im_into(dcols6[:, :, :, lo:hi], dxt[:, lo:hi], (kh, kw), stride, padding)
+        shape = (*block_shape[:3], min(chunk, hi - lo), *block_shape[3:])
+        buf6 = ws.get(f"dx_cols@{lo}", shape, weight.dtype, zero=True)
+        for s0 in range(lo, hi, chunk):
+            s1 = min(hi, s0 + chunk)
+            b6 = buf6[:, :, :, : s1 - s0]
+            b2 = b6.reshape(b6.shape[0] * kh * kw, -1)
+            if transposed:
+                _im2col_into(dyt[:, s0:s1], b6, (kh, kw), (1, 1), tpad)
+                np.matmul(wt2, b2, out=dxt.reshape(c, -1)[:, s0 * h * w : s1 * h * w])
+            else:
+                np.matmul(w2t, dy2[:, s0 * oh * ow : s1 * oh * ow], out=b2)
+                _col2im_into(b6, dxt[:, s0:s1], (kh, kw), stride, padding)
         # This block's share of dW2^T (K, O): computed transposed, which OpenBLAS runs ~10% faster.
+        out_block = slice(lo * oh * ow, hi * oh * ow)
         return cols[:, out_block] @ dy2[:, out_block].T
 
     partial_dw = parallel(work, n)
@@ -637,7 +652,10 @@ def batchnorm_forward_train(
     """
     rows = _channel_rows(x)
     c, m = rows.shape
-    centred = np.empty_like(rows)
+    # The centred input is internal state (kept for backward), so its buffer is reused across calls.
+    centred = cache["centred"] if rows.shape == getattr(cache.get("centred"), "shape", None) else None
+    if centred is None or centred.dtype != rows.dtype:
+        centred = np.empty_like(rows)
     y = np.empty_like(rows)
     mean, var = np.empty(c), np.empty(c)
 

@@ -16,10 +16,11 @@ then build the ``torch.optim`` / ``torch.optim.lr_scheduler`` objects of the tab
 :mod:`cnn.schedulers`.
 
 Execution options (the ``train`` config group): ``device`` (``auto`` = cuda -> mps -> cpu),
-``threads`` (CPU threads, default all cores), ``deterministic`` (default on), ``channels_last``,
-``compile`` (``torch.compile``), ``amp`` (bf16 autocast, CUDA only). The training data is moved to the
-device once per ``fit`` when it fits in the device's free memory (always on the CPU, where the tensor
-shares the NumPy array's memory), else each batch is copied from pinned host memory.
+``threads`` (CPU threads, default all cores), ``deterministic`` (default on), ``channels_last`` (default:
+on for the CPU, where it is faster), ``compile`` (``torch.compile``), ``amp`` (bf16 autocast, CUDA only).
+The training data is moved to the device once per ``fit`` when it fits in the device's free memory
+(always on the CPU, where the tensor shares the NumPy array's memory), else each batch is copied from
+pinned host memory.
 
 Resume: ``fit(..., checkpoint_path="x.pt", resume=True)``. The ``.pt`` resume checkpoint (written
 atomically after every epoch, and after the current batch on SIGINT/SIGTERM) holds the model, optimizer
@@ -131,7 +132,8 @@ def configure_torch(threads: int | None = None, deterministic: bool = True) -> N
     n = default_threads() if threads is None else int(threads)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
-    torch.use_deterministic_algorithms(bool(deterministic))
+    if torch.are_deterministic_algorithms_enabled() != bool(deterministic):  # the first switch costs ~2 s
+        torch.use_deterministic_algorithms(bool(deterministic))
     torch.backends.cudnn.deterministic = bool(deterministic)
     torch.backends.cudnn.benchmark = not deterministic
     if deterministic and torch.cuda.is_initialized() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
@@ -258,7 +260,9 @@ class TorchTrainer:
         threads: CPU threads for torch (None = all cores); applied at construction (process-wide).
         deterministic: seed torch from the fit seed, ``torch.use_deterministic_algorithms(True)``,
             deterministic cuDNN; same config and seed -> same numbers, run after run (process-wide).
-        channels_last: NHWC memory format for the convolutions (see the README for when it pays off).
+        channels_last: NHWC memory format for the convolutions; None (default) = on for the CPU, where it
+            measured 1.3-1.8x faster for this network (``benchmarks/inference.py``, training likewise), off
+            for GPUs, where the float32 NCHW kernels are the well-trodden path.
         compile: run the forward pass through ``torch.compile`` (first batches pay the compile time).
         amp: bf16 autocast for forward passes on CUDA; ignored with a warning elsewhere.
         seed: default seed of ``fit`` (batch order, dropout masks); None = the model's seed, as ``CNN.fit``.
@@ -270,7 +274,7 @@ class TorchTrainer:
         device: str | torch.device = "auto",
         threads: int | None = None,
         deterministic: bool = True,
-        channels_last: bool = False,
+        channels_last: bool | None = None,
         compile: bool = False,
         amp: bool = False,
         seed: int | None = None,
@@ -284,7 +288,7 @@ class TorchTrainer:
         self.threads = threads
         self.deterministic = bool(deterministic)
         configure_torch(threads, self.deterministic)
-        self.channels_last = bool(channels_last)
+        self.channels_last = self.device.type == "cpu" if channels_last is None else bool(channels_last)
         self.amp = bool(amp)
         if self.amp and self.device.type != "cuda":
             warnings.warn(
@@ -453,11 +457,15 @@ class TorchTrainer:
             sched = scheduler
 
         num_batches = math.ceil(n / batch_size)
-        if self.model.config.use_batchnorm and self.model.config.dense_units and n % batch_size == 1:
+        if (
+            self.model.config.use_batchnorm
+            and self.model.config.dense_units
+            and 1 in (batch_size, n % batch_size)
+        ):
             # BatchNorm1d has no variance to normalise by in a one-sample batch (torch refuses it).
             raise ConfigError(
-                f"fit: the last batch of each epoch would hold 1 sample (N={n}, batch_size={batch_size}), "
-                f"which BatchNorm1d cannot normalise; change batch_size or drop a sample"
+                f"fit: a batch would hold 1 sample (N={n}, batch_size={batch_size}), which BatchNorm1d "
+                f"cannot normalise; use batch_size >= 2 with N % batch_size != 1"
             )
         run_key = {
             "n": n,

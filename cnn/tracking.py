@@ -243,7 +243,7 @@ def _store_lock(uri: str) -> Iterator[None]:
 def _enable_wal(path: Path) -> None:
     """Switch a SQLite database to write-ahead logging: readers (the UI) no longer block writers.
 
-    The mode is stored in the database file, so this runs once per database.
+    The mode is stored in the database file; repeating the pragma on a WAL database changes nothing.
     """
     import sqlite3
 
@@ -302,9 +302,10 @@ def ensure_experiment(name: str, uri: str) -> str:
 # ----------------------------------------------------------------------------------------------------
 # Run metadata
 # ----------------------------------------------------------------------------------------------------
-def _git(*args: str, cwd: Path | None = None) -> str | None:
+def _git(*args: str) -> str | None:
+    """``git <args>`` in the working directory: its stripped output, or None (no git, not a repo, error)."""
     try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:

@@ -157,14 +157,14 @@ def _parallel_jobs() -> int:
 
 
 def evaluate_on_test(result: Any, cfg: Mapping[str, Any]) -> dict[str, float]:
-    """``{"test_accuracy", "test_loss"}`` of the trained model on ``<processed_dir>/test.npz``."""
-    import numpy as np
+    """``{"test_accuracy", "test_loss"}`` of the trained model on ``<processed_dir>/test.npz``.
 
+    The images stay float32; both models cast their input to their own dtype.
+    """
     from cnn.data import load_split
 
     x, y = load_split(Path(cfg["data"]["processed_dir"]) / "test.npz", sample_shape=None, num_classes=None)
-    dtype = np.dtype(cfg["train"]["dtype"])
-    scores = result.model.evaluate(x.astype(dtype, copy=False), y)
+    scores = result.model.evaluate(x, y)
     return {"test_accuracy": float(scores["accuracy"]), "test_loss": float(scores["loss"])}
 
 
@@ -181,8 +181,10 @@ def run_job(cfg: Mapping[str, Any]) -> float:
         os.environ[tracking.PARENT_RUN_ENV] = parent  # read by tracking.start_training_run
     else:
         os.environ.pop(tracking.PARENT_RUN_ENV, None)
-    prefix = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else "run"
-    name = f"sweep-{prefix}-{hc.job.num}-{framework}" if parent else None
+    if hc.mode == RunMode.MULTIRUN:
+        name = f"sweep-{Path(hc.sweep.dir).name}-{hc.job.num}-{framework}"
+    else:
+        name = f"sweep-{framework}"
     start = time.perf_counter()
     result = train_from_config(job, framework, models_dir=output_dir / "models", run_name=name, verbose=0)
     test = evaluate_on_test(result, job)

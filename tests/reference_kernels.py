@@ -19,7 +19,7 @@ def out_size(size: int, k: int, s: int, p: int) -> int:
 
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: tuple, padding: tuple) -> np.ndarray:
     """y[n, o, r, q] = b[o] + sum_{c,i,j} w[o, c, i, j] * xpad[n, c, r*sh + i, q*sw + j]."""
-    n, c, h, wd = x.shape
+    n, _, h, wd = x.shape
     o, _, kh, kw = w.shape
     (sh, sw), (ph, pw) = stride, padding
     oh, ow = out_size(h, kh, sh, ph), out_size(wd, kw, sw, pw)
@@ -38,7 +38,7 @@ def conv2d_backward(
     x: np.ndarray, w: np.ndarray, dy: np.ndarray, stride: tuple, padding: tuple
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dx, dw, db) of :func:`conv2d` by scattering every output's gradient over its window."""
-    n, c, h, wd = x.shape
+    n, _, h, wd = x.shape
     o, _, kh, kw = w.shape
     (sh, sw), (ph, pw) = stride, padding
     xp = pad(x, ph, pw)
@@ -67,7 +67,9 @@ def im2col(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple) -> np.nd
                 for j in range(kw):
                     for r in range(oh):
                         for q in range(ow):
-                            cols[(ch * kh + i) * kw + j, (s * oh + r) * ow + q] = xp[s, ch, r * sh + i, q * sw + j]
+                            cols[(ch * kh + i) * kw + j, (s * oh + r) * ow + q] = xp[
+                                s, ch, r * sh + i, q * sw + j
+                            ]
     return cols
 
 
@@ -83,7 +85,9 @@ def col2im(cols: np.ndarray, x_shape: tuple, kernel: tuple, stride: tuple, paddi
                 for j in range(kw):
                     for r in range(oh):
                         for q in range(ow):
-                            dxp[s, ch, r * sh + i, q * sw + j] += cols[(ch * kh + i) * kw + j, (s * oh + r) * ow + q]
+                            dxp[s, ch, r * sh + i, q * sw + j] += cols[
+                                (ch * kh + i) * kw + j, (s * oh + r) * ow + q
+                            ]
     return dxp[:, :, ph : ph + h, pw : pw + wd]
 
 

@@ -79,6 +79,25 @@ def test_conv2d_kernels_equal_the_loop_reference(rng, threads, shape, k, s, p, o
         np.testing.assert_allclose(db, rdb, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize(("shape", "k", "s", "p"), WINDOW_CASES[:2])
+@pytest.mark.parametrize("out_channels", [2, 7])
+def test_conv2d_backward_in_one_sample_chunks_equals_the_reference(
+    rng, monkeypatch, shape, k, s, p, out_channels
+):
+    monkeypatch.setattr(kernels, "_BLOCK_BYTES", 1)  # forces chunks of one sample
+    monkeypatch.setattr(kernels, "_num_threads", 2)
+    x = rng.standard_normal((5, *shape[1:]))
+    w = rng.standard_normal((out_channels, shape[1], *k))
+    ws = kernels.Workspace()
+    y = kernels.conv2d_forward(x, w, None, s, p, ws)
+    dy = rng.standard_normal(y.shape)
+    dw = np.empty_like(w)
+    dx = kernels.conv2d_backward(dy, w, s, p, ws, dw, None)
+    rdx, rdw, _ = ref.conv2d_backward(x, w, dy, s, p)
+    np.testing.assert_allclose(dx, rdx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, rdw, rtol=1e-12, atol=1e-12)
+
+
 def test_conv2d_column_buffer_is_reused_and_its_padding_stays_zero(rng):
     w = rng.standard_normal((2, 3, 3, 3))
     ws = kernels.Workspace()
@@ -98,7 +117,9 @@ def test_maxpool_kernels_equal_the_loop_reference_with_ties(rng, threads, shape,
         dy = rng.standard_normal(y.shape)
         ry, rdx = ref.maxpool2d(x, k, s, p, dy)
         np.testing.assert_array_equal(y, ry)
-        np.testing.assert_allclose(kernels.maxpool2d_backward(dy, k, s, p, cache), rdx, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(
+            kernels.maxpool2d_backward(dy, k, s, p, cache), rdx, rtol=1e-13, atol=1e-15
+        )
 
 
 @pytest.mark.parametrize(("shape", "k", "s", "p"), POOL_CASES)
@@ -122,14 +143,21 @@ def test_batchnorm_kernels_equal_the_loop_reference(rng, threads, shape):
         dgamma, dbeta = np.empty(c), np.empty(c)
         dx = kernels.batchnorm_backward_train(dy, gamma, cache, dgamma, dbeta)
         ry, rdx, rdgamma, rdbeta, rmean, rvar = ref.batchnorm_train(x, gamma, beta, 1e-5, dy)
-        for ours, theirs in [(y, ry), (dx, rdx), (dgamma, rdgamma), (dbeta, rdbeta), (mean, rmean), (var, rvar)]:
+        for ours, theirs in [
+            (y, ry),
+            (dx, rdx),
+            (dgamma, rdgamma),
+            (dbeta, rdbeta),
+            (mean, rmean),
+            (var, rvar),
+        ]:
             np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
 
 
 def test_batchnorm_float32_statistics_survive_a_large_mean(rng, threads):
     # Two-pass statistics: var of (1e4 + small noise) must not cancel to garbage in float32.
     x = (1e4 + rng.standard_normal((64, 4, 8, 8))).astype(np.float32)
-    _, mean, var = kernels.batchnorm_forward_train(x, np.ones(4, np.float32), np.zeros(4, np.float32), 1e-5, {})
+    _, _, var = kernels.batchnorm_forward_train(x, np.ones(4, np.float32), np.zeros(4, np.float32), 1e-5, {})
     np.testing.assert_allclose(var, x.astype(np.float64).var(axis=(0, 2, 3)), rtol=1e-3)
 
 
@@ -145,7 +173,9 @@ def test_relu_kernels_agree_for_every_layout(rng, threads):
 
 def test_kernels_return_channel_major_nchw_arrays(rng):
     x = rng.standard_normal((2, 3, 6, 6))
-    y = kernels.conv2d_forward(x, rng.standard_normal((4, 3, 3, 3)), None, (1, 1), (1, 1), kernels.Workspace())
+    y = kernels.conv2d_forward(
+        x, rng.standard_normal((4, 3, 3, 3)), None, (1, 1), (1, 1), kernels.Workspace()
+    )
     assert y.shape == (2, 4, 6, 6)
     assert np.swapaxes(y, 0, 1).flags.c_contiguous
 
@@ -182,8 +212,8 @@ def test_parallel_returns_results_in_block_order_and_uses_several_threads(thread
     assert len(results) == len(names) == threads
 
 
-def test_parallel_reraises_a_worker_failure_and_stays_usable():
-    kernels.set_num_threads(2)
+def test_parallel_reraises_a_worker_failure_and_stays_usable(monkeypatch):
+    monkeypatch.setattr(kernels, "_num_threads", 2)
 
     def work(lo: int, hi: int) -> None:
         if lo > 0:

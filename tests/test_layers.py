@@ -72,7 +72,7 @@ def param_grad_errors(layer: Layer, x: np.ndarray, dout: np.ndarray) -> dict[str
 
 
 def distinct_values(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Values at least 0.01 apart: no ties in any max-pool window, so finite differences never cross a kink."""
+    """Values at least 0.01 apart: no ties in a max-pool window, so finite differences never cross a kink."""
     return rng.permutation(np.arange(np.prod(shape), dtype=np.float64)).reshape(shape) * 0.01 - 1.0
 
 
@@ -153,7 +153,9 @@ def test_conv2d_equals_torch_forward_and_gradients(rng, shape, out_ch, k, s, p, 
 
 
 @pytest.mark.parametrize(("shape", "k", "s", "p"), POOL_CASES)
-@pytest.mark.parametrize(("ours", "theirs"), [(MaxPool2D, torch.nn.MaxPool2d), (AvgPool2D, torch.nn.AvgPool2d)])
+@pytest.mark.parametrize(
+    ("ours", "theirs"), [(MaxPool2D, torch.nn.MaxPool2d), (AvgPool2D, torch.nn.AvgPool2d)]
+)
 def test_pool_equals_torch_forward_and_gradient(rng, ours, theirs, shape, k, s, p):
     # Rounded values make ties common (as after a ReLU): the gradient must go where torch sends it.
     x = np.round(rng.standard_normal(shape), 1)
@@ -198,7 +200,9 @@ def test_batchnorm_equals_torch_over_training_steps_then_eval(rng, ours, theirs,
         np.testing.assert_allclose(layer.grads["weight"], ref.weight.grad.numpy(), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(layer.grads["bias"], ref.bias.grad.numpy(), rtol=1e-10, atol=1e-12)
         for name in ("running_mean", "running_var", "num_batches_tracked"):
-            np.testing.assert_allclose(layer.buffers[name], getattr(ref, name).numpy(), rtol=1e-12, err_msg=name)
+            np.testing.assert_allclose(
+                layer.buffers[name], getattr(ref, name).numpy(), rtol=1e-12, err_msg=name
+            )
     assert set(layer.params) | set(layer.buffers) == set(ref.state_dict())
 
 

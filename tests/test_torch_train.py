@@ -208,8 +208,10 @@ def test_bad_training_data_raises_data_errors_naming_the_argument():
 
 def test_a_one_sample_last_batch_is_refused_before_training():
     X, y = bars(33)
-    with pytest.raises(ConfigError, match="would hold 1 sample"):
+    with pytest.raises(ConfigError, match=r"a batch would hold 1 sample \(N=33, batch_size=16\)"):
         trainer().fit(X, y, epochs=1, batch_size=16, verbose=0)
+    with pytest.raises(ConfigError, match="batch_size=1"):
+        trainer().fit(X, y, epochs=1, batch_size=1, verbose=0)
 
 
 def test_nan_loss_stops_training_naming_epoch_batch_and_learning_rate():
@@ -246,12 +248,17 @@ def test_threads_option_sets_torchs_cpu_threads():
 
 def test_channels_last_computes_the_same_function():
     X, y = bars(32)
-    a, b = trainer(np.float64), trainer(np.float64, channels_last=True)
+    a, b = trainer(np.float64, channels_last=False), trainer(np.float64, channels_last=True)
+    assert a.model.features[0].weight.is_contiguous()
     assert b.model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
     np.testing.assert_allclose(a.predict_logits(X), b.predict_logits(X), rtol=0, atol=1e-12)
     ha = a.fit(X, y, epochs=1, batch_size=8, verbose=0)
     hb = b.fit(X, y, epochs=1, batch_size=8, verbose=0)
     assert ha["loss"] == pytest.approx(hb["loss"], rel=1e-10)
+
+
+def test_channels_last_is_the_cpu_default():
+    assert trainer().channels_last and not trainer(channels_last=False).channels_last
 
 
 def test_amp_is_ignored_with_a_warning_off_cuda():

@@ -346,3 +346,13 @@ def test_run_pointer_json_has_exactly_the_documented_keys(cfg, tmp_path):
     with tracking.start_training_run(cfg, "numpy") as run:
         path = tracking.write_run_pointer(tmp_path / "p.json", run)
     assert sorted(json.loads(path.read_text())) == ["experiment_id", "run_id", "run_name", "tracking_uri"]
+
+
+def test_make_ui_serves_the_project_database_on_loopback_only(repo_root):
+    dry_run = subprocess.run(
+        ["make", "-n", "ui", "UI_PORT=5123"], cwd=repo_root, capture_output=True, text=True, check=True
+    )
+    [command] = [line for line in dry_run.stdout.splitlines() if "mlflow ui" in line]
+    assert f"--backend-store-uri sqlite:///{repo_root}/mlflow.db" in command
+    assert "--host 127.0.0.1" in command
+    assert "--port 5123" in command
