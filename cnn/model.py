@@ -57,6 +57,7 @@ from cnn.training import (
     batch_order,
     check_finite_loss,
     check_format,
+    count_batches,
     decode_json,
     encode_json,
     format_members,
@@ -445,7 +446,7 @@ class CNN:
         else:
             sched = scheduler
 
-        num_batches = math.ceil(n / batch_size)
+        num_batches = count_batches(n, batch_size)
         run_key = {
             "n": n,
             "batch_size": batch_size,

@@ -61,6 +61,7 @@ from cnn.training import (
     ProgressBar,
     batch_order,
     check_finite_loss,
+    count_batches,
     step_scheduler,
 )
 
@@ -456,16 +457,13 @@ class TorchTrainer:
         else:
             sched = scheduler
 
-        num_batches = math.ceil(n / batch_size)
-        if (
-            self.model.config.use_batchnorm
-            and self.model.config.dense_units
-            and 1 in (batch_size, n % batch_size)
-        ):
-            # BatchNorm1d has no variance to normalise by in a one-sample batch (torch refuses it).
+        num_batches = count_batches(n, batch_size)
+        if self.model.config.use_batchnorm and self.model.config.dense_units and 1 in (batch_size, n):
+            # BatchNorm1d has no variance to normalise by in a one-sample batch (torch refuses it);
+            # batch_order already folds a trailing one-sample batch into the one before it.
             raise ConfigError(
                 f"fit: a batch would hold 1 sample (N={n}, batch_size={batch_size}), which BatchNorm1d "
-                f"cannot normalise; use batch_size >= 2 with N % batch_size != 1"
+                f"cannot normalise; use batch_size >= 2"
             )
         run_key = {
             "n": n,

@@ -158,12 +158,21 @@ class InterruptGuard:
 # --------------------------------------------------------------------------------------------------------
 # Batches, history, callbacks, guards
 # --------------------------------------------------------------------------------------------------------
+def count_batches(n: int, batch_size: int) -> int:
+    """How many mini-batches :func:`batch_order` makes of ``n`` samples."""
+    full, rest = divmod(n, batch_size)
+    return full + (rest > 1 or (rest == 1 and full == 0))
+
+
 def batch_order(n: int, batch_size: int, epoch: int, seed: int, shuffle: bool = True) -> list[np.ndarray]:
     """The mini-batches of one epoch as int64 index arrays into the ``n`` training samples.
 
     With ``shuffle`` the order is a permutation drawn from ``np.random.default_rng([seed, epoch])``: a
     pure function of ``(seed, epoch)``, the same in every framework and in a resumed run. Without it the
-    batches are ``0..n`` in order. The last batch holds the remainder (it is not dropped).
+    batches are ``0..n`` in order. The last batch holds the remainder (it is not dropped), except that a
+    trailing batch of a single sample is merged into the one before it: batch norm cannot estimate a
+    variance from one sample (``torch.nn.BatchNorm1d`` refuses such a batch in training), so with
+    ``n % batch_size == 1`` the last batch holds ``batch_size + 1`` samples.
 
     Args:
         n: number of samples (>= 1).
@@ -173,7 +182,7 @@ def batch_order(n: int, batch_size: int, epoch: int, seed: int, shuffle: bool = 
         shuffle: shuffle the samples for this epoch.
 
     Returns:
-        ``ceil(n / batch_size)`` int64 arrays whose concatenation is a permutation of ``range(n)``.
+        :func:`count_batches` int64 arrays whose concatenation is a permutation of ``range(n)``.
     """
     if n < 1 or batch_size < 1:
         raise ValueError(f"batch_order needs n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
@@ -181,7 +190,11 @@ def batch_order(n: int, batch_size: int, epoch: int, seed: int, shuffle: bool = 
         idx = np.random.default_rng([int(seed), int(epoch)]).permutation(n).astype(np.int64, copy=False)
     else:
         idx = np.arange(n, dtype=np.int64)
-    return [idx[i : i + batch_size] for i in range(0, n, batch_size)]
+    batches = [idx[i : i + batch_size] for i in range(0, n, batch_size)]
+    if batch_size > 1 and len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2] = idx[-(batch_size + 1) :]
+        del batches[-1]
+    return batches
 
 
 class History(dict):

@@ -24,6 +24,7 @@ from cnn.training import (
     batch_order,
     check_finite_loss,
     check_format,
+    count_batches,
     decode_json,
     encode_json,
     format_members,
@@ -58,6 +59,25 @@ def test_batch_order_is_a_pure_function_of_seed_and_epoch() -> None:
 def test_batch_order_without_shuffle_is_in_order() -> None:
     batches = batch_order(10, 4, epoch=5, seed=1, shuffle=False)
     assert [b.tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+@pytest.mark.parametrize(
+    ("n", "bs", "sizes"), [(33, 32, [33]), (65, 32, [32, 33]), (1, 32, [1]), (2, 1, [1, 1])]
+)
+def test_batch_order_folds_a_trailing_one_sample_batch_into_the_previous_one(
+    n: int, bs: int, sizes: list[int]
+) -> None:
+    # Batch norm cannot normalise a one-sample batch in training (torch.nn.BatchNorm1d refuses it).
+    batches = batch_order(n, bs, epoch=1, seed=0)
+    assert [len(b) for b in batches] == sizes == [len(b) for b in batch_order(n, bs, 1, 0, shuffle=False)]
+    assert count_batches(n, bs) == len(sizes)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(n))
+
+
+@pytest.mark.parametrize("n", range(1, 70))
+def test_count_batches_matches_batch_order(n: int) -> None:
+    for bs in (1, 2, 5, 32):
+        assert count_batches(n, bs) == len(batch_order(n, bs, epoch=1, seed=0))
 
 
 @pytest.mark.parametrize(("n", "bs"), [(0, 4), (5, 0)])
