@@ -51,6 +51,13 @@ UI_PORT ?= 5000
 ui: $(STAMP)
 	.venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(UI_PORT) --workers 1
 
+# Jupyter Lab on the tutorials. jupyterlab is big, so it is not in the dev extra: the first run installs the
+# `notebooks` extra. The notebooks read data/processed (01, 02) and the pipeline's runs (03): `make repro` first.
+notebooks: $(STAMP)
+	@test -x .venv/bin/jupyter-lab || $(PIP) install --quiet -e '.[notebooks]'
+	@test -f data/processed/train.npz || echo "note: data/processed/ is empty: run 'make repro' first (03 needs its runs too)"
+	.venv/bin/jupyter lab --notebook-dir=notebooks
+
 bench: $(STAMP)
 	$(PY) -m benchmarks.train_throughput
 	$(PY) -m benchmarks.inference

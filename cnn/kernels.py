@@ -12,20 +12,24 @@ row broadcast; im2col of the next layer reads whole channel planes. Any input la
 (``channel_major`` copies only when needed), so correctness never depends on the layout.
 
 **Both cores for everything.** A small thread pool (:func:`parallel`) splits each kernel's work into
-contiguous blocks, by batch for the convolution and by channel for batch norm, pooling and ReLU, with
-BLAS held at one thread per worker while it runs (NumPy releases the GIL inside its loops and BLAS).
-Splitting batch norm by channel keeps its statistics exact: each worker owns whole channels. Blocks are
-fixed by the sizes, so results are deterministic for a given thread count. ``set_num_threads(1)`` gives
-the classic design instead: one Python thread, BLAS free to use its own threads.
+contiguous blocks, by batch for the convolution, by channel for batch norm and pooling, by feature for
+the dense layer, by element for ReLU, with BLAS held at one thread per worker (NumPy releases the GIL
+inside its loops and BLAS). Splitting batch norm by channel keeps its statistics exact: each worker owns
+whole channels, so there is nothing to combine. Blocks are fixed by the sizes, so results are
+deterministic for a given thread count. ``set_num_threads(1)`` gives the classic design instead: one
+Python thread, BLAS free to use its own threads.
 
 **Reused buffers.** Each convolution keeps its column buffer in a :class:`Workspace`: allocated once
 (zeroed, so the padding entries, which are never written, stay zero: no padded copy of the input is
 made), filled by one slice copy per kernel offset, and kept for the backward pass (``dW = dY @ cols^T``).
 
-**Convolution backward.** For stride 1 the input gradient is itself a convolution of the padded output
+**Convolution backward.** ``dW`` is one GEMM per batch block against the kept columns (partial sums
+added in block order). For stride 1 the input gradient is itself a convolution of the padded output
 gradient with the flipped, transposed kernel, computed as im2col + GEMM: a plain copy per offset instead
-of col2im's read-modify-write ``+=`` over the input per offset (measured ~2.5x cheaper). Other strides
-use col2im (slice ``+=``, never ``np.add.at``).
+of col2im's read-modify-write ``+=`` over the input per offset (measured ~2.5x cheaper). Other strides,
+and layers with many more output than input channels, use col2im (slice ``+=``, never ``np.add.at``).
+Those input-gradient columns are made a few samples at a time in a small per-thread buffer that stays
+in cache.
 
 **NumPy pitfalls avoided.** Broadcasting a scalar or a row into ``np.maximum`` or into a multiply along
 short inner axes is 2-3x slower than an operation between two same-layout contiguous arrays; ``np.where``
@@ -143,6 +147,16 @@ _pool_guard = threading.Lock()
 _blas: Any = None  # threadpoolctl controller for the BLAS libraries, or False when unavailable
 
 
+def _forget_pool_after_fork() -> None:
+    # A forked child has none of the parent's threads: it must start its own pool, not wait on ghosts.
+    global _pool, _pool_guard
+    _pool, _pool_guard = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def get_num_threads() -> int:
     """Number of threads the kernels split their work over (default: the CPUs this process may use,
     or the ``CNN_NUM_THREADS`` environment variable)."""
@@ -197,18 +211,20 @@ def parallel(work: Callable[[int, int], T], n: int, min_block: int = 1) -> list[
     of the program uses the pool. Callers must not assume a number of blocks: combine the results.
     """
     global _pool
-    parts = min(_num_threads, n // max(1, min_block))
-    if parts <= 1 or _state.in_worker:
+    if _num_threads <= 1 or _state.in_worker:
         return [work(0, n)]
+    parts = min(_num_threads, n // max(1, min_block))
     with _pool_guard:
-        if _pool is None or len(_pool._tasks) < parts - 1:
-            _pool = _ThreadPool(parts - 1)
+        if _pool is None or len(_pool._tasks) < _num_threads - 1:
+            _pool = _ThreadPool(_num_threads - 1)
         pool = _pool
-    if not pool.lock.acquire(blocking=False):
+    if not pool.lock.acquire(blocking=False):  # another thread of the program is using the pool
         return [work(0, n)]
     try:
+        # BLAS stays at one thread even when this call runs inline: a multi-threaded GEMM leaves
+        # OpenBLAS's helper threads spinning for a while, and they would compete with the pool's workers.
         with _blas_single_threaded() as ok:
-            if not ok:  # without control over BLAS threads, one Python thread is the safe choice
+            if parts <= 1 or not ok:  # without control over BLAS threads, one Python thread is safe
                 return [work(0, n)]
             blocks = split(n, parts)
             results: list[Any] = [None] * len(blocks)
@@ -412,6 +428,7 @@ def conv2d_forward(
     """
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
+    ws.meta["x_shape"] = x.shape
     oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
     xt = channel_major(x)
     cols6 = ws.get("cols", (c, kh, kw, n, oh, ow), x.dtype, zero=True)
@@ -428,7 +445,6 @@ def conv2d_forward(
             y2[:, block] += bias[:, None]
 
     parallel(work, n)
-    ws.meta["x_shape"] = x.shape
     return np.swapaxes(yt, 0, 1)
 
 
@@ -460,6 +476,8 @@ def conv2d_backward(
         raise CNNError("conv2d_backward called before conv2d_forward: no forward columns to reuse")
     n, c, h, w = ws.meta["x_shape"]
     o, _, kh, kw = weight.shape
+    if grad_bias is not None:
+        grad_bias[...] = grad_out.sum(axis=(0, 2, 3))
     oh, ow = grad_out.shape[2:]
     dyt = channel_major(grad_out)
     dy2 = dyt.reshape(o, n * oh * ow)
@@ -500,9 +518,50 @@ def conv2d_backward(
     for p in partial_dw[1:]:
         total += p
     grad_weight[...] = total.T.reshape(grad_weight.shape)
-    if grad_bias is not None:
-        grad_bias[...] = dy2.sum(axis=1)
     return np.swapaxes(dxt, 0, 1)
+
+
+# ============================================================================================ linear
+
+
+def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """``y = x @ weight^T + bias``: x (N, in), weight (out, in), bias (out,) -> y (N, out).
+
+    Output features are split over the threads (each computes ``x @ weight[block]^T``)."""
+    y = np.empty((x.shape[0], weight.shape[0]), dtype=x.dtype)
+
+    def work(lo: int, hi: int) -> None:
+        np.matmul(x, weight[lo:hi].T, out=y[:, lo:hi])
+        if bias is not None:
+            y[:, lo:hi] += bias[lo:hi]
+
+    parallel(work, weight.shape[0], min_block=16)
+    return y
+
+
+def linear_backward(
+    grad_out: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    grad_weight: np.ndarray,
+    grad_bias: np.ndarray | None,
+) -> np.ndarray:
+    """Gradients of :func:`linear_forward`: ``dW = dy^T @ x`` and ``db = sum_n dy`` (written in place,
+    output features split over the threads), and returns ``dx = dy @ W`` (samples split)."""
+
+    def weight_work(lo: int, hi: int) -> None:
+        np.matmul(grad_out[:, lo:hi].T, x, out=grad_weight[lo:hi])
+        if grad_bias is not None:
+            grad_bias[lo:hi] = grad_out[:, lo:hi].sum(axis=0)
+
+    parallel(weight_work, weight.shape[0], min_block=16)
+    dx = np.empty_like(x)
+
+    def input_work(lo: int, hi: int) -> None:
+        np.matmul(grad_out[lo:hi], weight, out=dx[lo:hi])
+
+    parallel(input_work, x.shape[0], min_block=8)
+    return dx
 
 
 # =========================================================================================== pooling

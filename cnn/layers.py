@@ -400,17 +400,15 @@ class Dense(Layer):
         _check_ndim(self, x, (2,), "(N, in_features)")
         _check_channels(self, x, self.in_features, "in_features")
         self._x = x
-        y = x @ self.params["weight"].T
-        if "bias" in self.params:
-            y += self.params["bias"]
-        return y
+        return kernels.linear_forward(x, self.params["weight"], self.params.get("bias"))
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        if self._x is None:
+            raise CNNError("Dense.backward called before forward")
         grad_out = np.asarray(grad_out, dtype=self.dtype)
-        np.matmul(grad_out.T, self._x, out=self.grads["weight"])
-        if "bias" in self.grads:
-            self.grads["bias"][...] = grad_out.sum(axis=0)
-        return grad_out @ self.params["weight"]
+        return kernels.linear_backward(
+            grad_out, self._x, self.params["weight"], self.grads["weight"], self.grads.get("bias")
+        )
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if tuple(input_shape) != (self.in_features,):

@@ -161,6 +161,21 @@ def test_batchnorm_float32_statistics_survive_a_large_mean(rng, threads):
     np.testing.assert_allclose(var, x.astype(np.float64).var(axis=(0, 2, 3)), rtol=1e-3)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_kernels_equal_plain_matrix_products(rng, threads, bias):
+    x, w = rng.standard_normal((37, 20)), rng.standard_normal((40, 20))
+    b = rng.standard_normal(40) if bias else None
+    y = kernels.linear_forward(x, w, b)
+    np.testing.assert_allclose(y, x @ w.T + (b if bias else 0.0), rtol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dw, db = np.empty_like(w), (np.empty(40) if bias else None)
+    dx = kernels.linear_backward(dy, x, w, dw, db)
+    np.testing.assert_allclose(dx, dy @ w, rtol=1e-12)
+    np.testing.assert_allclose(dw, dy.T @ x, rtol=1e-12)
+    if bias:
+        np.testing.assert_allclose(db, dy.sum(axis=0), rtol=1e-12)
+
+
 def test_relu_kernels_agree_for_every_layout(rng, threads):
     x = rng.standard_normal((3, 4, 5, 6)).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
@@ -222,6 +237,21 @@ def test_parallel_reraises_a_worker_failure_and_stays_usable(monkeypatch):
     with pytest.raises(RuntimeError, match="block failed"):
         kernels.parallel(work, 4)
     assert kernels.parallel(lambda lo, hi: hi - lo, 4) == [2, 2]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+@pytest.mark.timeout(60)  # the failure mode is a hang
+def test_a_forked_child_gets_a_working_pool(monkeypatch):
+    import os
+
+    monkeypatch.setattr(kernels, "_num_threads", 2)
+    kernels.parallel(lambda lo, hi: None, 4)  # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:  # child: would hang on the parent's (absent) worker threads without the fork hook
+        ok = kernels.parallel(lambda lo, hi: hi - lo, 4) == [2, 2]
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_set_num_threads_rejects_nonsense():

@@ -75,8 +75,9 @@ def workdir(tmp_path, monkeypatch):
 
 
 def framework_param(name: str):
-    marks = [pytest.mark.skipif(not _has_torch(), reason="torch not installed")] if name == "torch" else []
-    return pytest.param(name, marks=marks)
+    # The torch variant is slow (exporting the model for MLflow) and the end-to-end test covers it too.
+    marks = [pytest.mark.skipif(not _has_torch(), reason="torch not installed"), pytest.mark.slow]
+    return pytest.param(name, marks=marks if name == "torch" else [])
 
 
 def _has_torch() -> bool:
