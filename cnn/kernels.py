@@ -40,6 +40,7 @@ ReLU, ``out=`` arguments, and long-row broadcasts only.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -250,7 +251,7 @@ def channel_major(x: np.ndarray) -> np.ndarray:
 def empty_channel_major(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """Uninitialised (N, C, ...) array whose memory is laid out as (C, N, ...)."""
     n, c, *rest = shape
-    return np.swapaxes(np.empty((c, n, *rest), dtype=dtype), 0, 1)
+    return np.swapaxes(empty((c, n, *rest), dtype), 0, 1)
 
 
 def _flat(*arrays: np.ndarray) -> list[np.ndarray] | None:
@@ -302,6 +303,90 @@ class Workspace:
     def clear(self) -> None:
         self._buffers.clear()
         self.meta.clear()
+
+
+class _Recycler:
+    """Output arrays that nobody references any more, handed out again instead of fresh memory.
+
+    A fresh multi-megabyte array costs page faults on first touch (~0.1 ms per 3 MB, and faults from
+    two threads serialise on the process's memory map), which made the element-wise kernels slower on
+    two threads than on one. An array is reused only when its reference count shows that no one but
+    this recycler holds it (or a view of it, since views reference their base), so a caller that keeps
+    an output never sees it overwritten. Arrays under 64 KiB are left to NumPy's allocator; at most
+    ``MAX_BYTES`` are kept (unreferenced arrays of other shapes are dropped first), so memory held after
+    training or a large evaluation batch stays bounded.
+    """
+
+    MIN_BYTES = 1 << 16
+    MAX_BYTES = 768 << 20
+
+    def __init__(self) -> None:
+        self._arrays: dict[tuple[tuple[int, ...], np.dtype], list[np.ndarray]] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _unused(a: np.ndarray) -> bool:
+        # References: the recycler's list, the caller's variable and getrefcount's own argument.
+        return sys.getrefcount(a) <= 3
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """An uninitialised C-contiguous array of ``shape`` and ``dtype`` (fresh or recycled)."""
+        dtype = np.dtype(dtype)
+        shape = tuple(int(d) for d in shape)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        if nbytes < self.MIN_BYTES:
+            return np.empty(shape, dtype=dtype)
+        key = (shape, dtype)
+        with self._lock:
+            arrays = self._arrays.setdefault(key, [])
+            for a in arrays:
+                if self._unused(a):
+                    return a
+            if self._bytes + nbytes > self.MAX_BYTES:
+                self._evict(nbytes, keep=key)
+            a = np.empty(shape, dtype=dtype)
+            if self._bytes + nbytes <= self.MAX_BYTES:
+                arrays.append(a)
+                self._bytes += nbytes
+            return a
+
+    def _evict(self, needed: int, keep: tuple[tuple[int, ...], np.dtype]) -> None:
+        for key, arrays in self._arrays.items():
+            if key == keep:
+                continue
+            i = 0
+            while i < len(arrays) and self._bytes + needed > self.MAX_BYTES:
+                if sys.getrefcount(arrays[i]) <= 2:  # the list and getrefcount's argument: unused
+                    self._bytes -= arrays[i].nbytes
+                    del arrays[i]
+                else:
+                    i += 1
+            if self._bytes + needed <= self.MAX_BYTES:
+                return
+
+    def clear(self) -> None:
+        with self._lock:
+            self._arrays.clear()
+            self._bytes = 0
+
+
+_recycler = _Recycler()
+
+
+def empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Uninitialised C-contiguous array, recycled from outputs nobody references any more (see
+    :class:`_Recycler`): the callers fully overwrite it."""
+    return _recycler.empty(shape, dtype)
+
+
+def empty_like_layout(x: np.ndarray) -> np.ndarray:
+    """Uninitialised array shaped and laid out in memory like ``x`` (C order or channel-major)."""
+    if x.flags.c_contiguous:
+        return empty(x.shape, x.dtype)
+    if x.ndim >= 2 and np.swapaxes(x, 0, 1).flags.c_contiguous:
+        return np.swapaxes(empty(np.swapaxes(x, 0, 1).shape, x.dtype), 0, 1)
+    return np.empty_like(x)
 
 
 # ============================================================================================ im2col
@@ -434,7 +519,7 @@ def conv2d_forward(
     cols6 = ws.get("cols", (c, kh, kw, n, oh, ow), x.dtype, zero=True)
     cols = cols6.reshape(c * kh * kw, n * oh * ow)
     w2 = weight.reshape(o, -1)
-    yt = np.empty((o, n, oh, ow), dtype=x.dtype)
+    yt = empty((o, n, oh, ow), x.dtype)
     y2 = yt.reshape(o, n * oh * ow)
 
     def work(lo: int, hi: int) -> None:
@@ -482,7 +567,7 @@ def conv2d_backward(
     dyt = channel_major(grad_out)
     dy2 = dyt.reshape(o, n * oh * ow)
     cols = ws.get("cols", (c, kh, kw, n, oh, ow), weight.dtype, zero=True).reshape(c * kh * kw, n * oh * ow)
-    dxt = np.empty((c, n, h, w), dtype=weight.dtype)
+    dxt = empty((c, n, h, w), weight.dtype)
     transposed = stride == (1, 1) and padding[0] < kh and padding[1] < kw and o <= 2 * c
     if transposed:
         tpad = (kh - 1 - padding[0], kw - 1 - padding[1])
@@ -593,8 +678,8 @@ def maxpool2d_forward(
     oh, ow = _pool_out_hw(x.shape, kernel, stride, padding)
     kk = kernel[0] * kernel[1]
     xt = channel_major(x)
-    yt = np.empty((c, n, oh, ow), dtype=x.dtype)
-    argmax = np.empty((c, n, oh, ow), dtype=np.uint8 if kk < 256 else np.uint16)
+    yt = empty((c, n, oh, ow), x.dtype)
+    argmax = empty((c, n, oh, ow), np.dtype(np.uint8 if kk < 256 else np.uint16))
     offsets = list(_offset_slices((h, w), (oh, ow), kernel, stride, padding))
 
     def work(lo: int, hi: int) -> None:
@@ -623,7 +708,7 @@ def maxpool2d_backward(
     argmax, (n, c, h, w) = cache["argmax"], cache["x_shape"]
     oh, ow = argmax.shape[2:]
     dyt = channel_major(grad_out)
-    dxt = np.empty((c, n, h, w), dtype=grad_out.dtype)
+    dxt = empty((c, n, h, w), grad_out.dtype)
     offsets = list(_offset_slices((h, w), (oh, ow), kernel, stride, padding))
 
     # Windows that tile the input (kernel == stride, no padding) never overlap: each offset's gradient
@@ -714,8 +799,8 @@ def batchnorm_forward_train(
     # The centred input is internal state (kept for backward), so its buffer is reused across calls.
     centred = cache["centred"] if rows.shape == getattr(cache.get("centred"), "shape", None) else None
     if centred is None or centred.dtype != rows.dtype:
-        centred = np.empty_like(rows)
-    y = np.empty_like(rows)
+        centred = empty(rows.shape, rows.dtype)
+    y = empty(rows.shape, rows.dtype)
     mean, var = np.empty(c), np.empty(c)
 
     def work(lo: int, hi: int) -> None:
@@ -750,7 +835,7 @@ def batchnorm_backward_train(
     centred, inv_std = cache["centred"], cache["inv_std"]
     dy = _channel_rows(grad_out)
     c, m = dy.shape
-    dx = np.empty_like(dy)
+    dx = empty(dy.shape, dy.dtype)
     dtype = dx.dtype
 
     def work(lo: int, hi: int) -> None:
@@ -812,7 +897,7 @@ def relu_forward(x: np.ndarray) -> np.ndarray:
     Computed against a zero *array* on flat contiguous views: ``np.maximum`` with a scalar or a
     broadcast row is 2-3x slower.
     """
-    y = np.empty_like(x)
+    y = empty_like_layout(x)
     flat = _flat(x, y)
     if flat is None:
         np.maximum(x, 0, out=y)
@@ -832,7 +917,7 @@ def relu_backward(grad_out: np.ndarray, y: np.ndarray) -> np.ndarray:
     flat = _flat(grad_out, y)
     if flat is None:
         return grad_out * (y > 0)
-    dx = np.empty_like(grad_out)
+    dx = empty_like_layout(grad_out)
     gf, yf = flat
     dxf = dx.ravel(order="K")
 

@@ -205,6 +205,30 @@ def test_float32_in_float32_out(rng):
     assert kernels.dropout_mask((5, 5), 0.5, np.dtype(np.float32), rng).dtype == np.float32
 
 
+def test_recycled_outputs_are_never_ones_the_caller_still_holds():
+    recycler = kernels._Recycler()
+    kept = recycler.empty((256, 256), np.float32)
+    kept[...] = 1.0
+    view = recycler.empty((256, 256), np.float32)[::2]  # held through a view only
+    other = recycler.empty((256, 256), np.float32)
+    assert other is not kept and other.base is None and not np.shares_memory(other, view)
+    del other
+    assert recycler.empty((256, 256), np.float32) is not kept  # the dropped one comes back instead
+    np.testing.assert_array_equal(kept, 1.0)
+
+
+def test_recycler_reuses_dropped_arrays_and_keeps_its_memory_bounded(monkeypatch):
+    recycler = kernels._Recycler()
+    monkeypatch.setattr(recycler, "MAX_BYTES", 3 * 256 * 256 * 4)
+    first = recycler.empty((256, 256), np.float32)
+    address = first.ctypes.data
+    del first
+    assert recycler.empty((256, 256), np.float32).ctypes.data == address
+    for shape in [(128, 512), (512, 128), (64, 1024), (1024, 64)]:  # other shapes evict unused ones
+        recycler.empty(shape, np.float32)
+    assert recycler._bytes <= recycler.MAX_BYTES
+
+
 def test_split_covers_the_range_in_balanced_contiguous_blocks():
     assert kernels.split(10, 3) == [(0, 3), (3, 6), (6, 10)]
     assert kernels.split(2, 4) == [(0, 1), (1, 2)]
