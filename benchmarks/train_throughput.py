@@ -2,11 +2,12 @@
 
 Each measurement trains the default CNN (``cnn.CNN()``, the seed network) for one epoch on ``--n`` random
 28x28 images with Adam (lr 1e-3) through the project's real training paths, ``cnn.CNN.fit`` and
-``cnn.torch_train.TorchTrainer.fit`` (torch with its default threads: all cores), and reports samples/s and
-peak memory. Every measurement runs in a fresh subprocess (so peak memory is that framework's own, and no
-state leaks between runs), after a warm-up fit of a few batches on the same model. Frameworks are
-interleaved, alternating which goes first, and the NumPy/torch ratio is taken per repeat from
-neighbouring runs: the machine's speed drifts, the ratio much less.
+``cnn.torch_train.TorchTrainer.fit`` (torch with its default threads, all cores, and
+``deterministic=False``: torch at its fastest), and reports samples/s and peak memory. Every measurement
+runs in a fresh subprocess (so peak memory is that framework's own, and no state leaks between runs),
+after a warm-up fit of a few batches on the same model. Frameworks are interleaved, alternating which
+goes first, and the NumPy/torch ratio is taken per repeat from neighbouring runs: the machine's speed
+drifts, the ratio much less.
 
 Targets on the project's 2-core machine: NumPy >= 0.65x torch at batch 32 and >= 0.75x at batch 128.
 

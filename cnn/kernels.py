@@ -22,6 +22,8 @@ Python thread, BLAS free to use its own threads.
 **Reused buffers.** Each convolution keeps its column buffer in a :class:`Workspace`: allocated once
 (zeroed, so the padding entries, which are never written, stay zero: no padded copy of the input is
 made), filled by one slice copy per kernel offset, and kept for the backward pass (``dW = dY @ cols^T``).
+Outputs are new arrays to the caller, but their memory comes from outputs that nobody references any
+more (:class:`_Recycler`): fresh megabytes cost page faults, which two threads take in turn.
 
 **Convolution backward.** ``dW`` is one GEMM per batch block against the kept columns (partial sums
 added in block order). For stride 1 the input gradient is itself a convolution of the padded output
@@ -187,13 +189,24 @@ def _blas_controller() -> Any:
 
 @contextmanager
 def _blas_single_threaded() -> Iterator[bool]:
-    """Hold BLAS at one thread (per calling thread) while the pool runs; yields False if impossible."""
+    """Hold BLAS at one thread (a process-wide setting, restored on exit) while the pool runs, so that
+    each worker's GEMM runs on its own core; yields False where BLAS threads cannot be controlled.
+
+    Talks to the BLAS libraries' own setters (threadpoolctl found them once): ~1 us instead of the
+    ~9 us of ``threadpool_limits``, which matters at ~40 dispatches per step."""
     controller = _blas_controller()
     if controller is False:
         yield False
         return
-    with controller.limit(limits=1):
+    libs = controller.lib_controllers
+    before = [lib.num_threads for lib in libs]
+    for lib in libs:
+        lib.set_num_threads(1)
+    try:
         yield True
+    finally:
+        for lib, n in zip(libs, before):
+            lib.set_num_threads(n)
 
 
 def split(n: int, parts: int) -> list[tuple[int, int]]:
@@ -325,11 +338,6 @@ class _Recycler:
         self._bytes = 0
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _unused(a: np.ndarray) -> bool:
-        # References: the recycler's list, the caller's variable and getrefcount's own argument.
-        return sys.getrefcount(a) <= 3
-
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """An uninitialised C-contiguous array of ``shape`` and ``dtype`` (fresh or recycled)."""
         dtype = np.dtype(dtype)
@@ -341,7 +349,7 @@ class _Recycler:
         with self._lock:
             arrays = self._arrays.setdefault(key, [])
             for a in arrays:
-                if self._unused(a):
+                if sys.getrefcount(a) <= 3:  # the list, ``a`` and getrefcount's argument: unused
                     return a
             if self._bytes + nbytes > self.MAX_BYTES:
                 self._evict(nbytes, keep=key)
@@ -908,7 +916,7 @@ def relu_forward(x: np.ndarray) -> np.ndarray:
     def work(lo: int, hi: int) -> None:
         np.maximum(xf[lo:hi], zeros[lo:hi], out=yf[lo:hi])
 
-    parallel(work, xf.size, min_block=1 << 16)
+    parallel(work, xf.size, min_block=1 << 18)  # smaller arrays: a dispatch costs more than it saves
     return y
 
 
@@ -924,7 +932,7 @@ def relu_backward(grad_out: np.ndarray, y: np.ndarray) -> np.ndarray:
     def work(lo: int, hi: int) -> None:
         np.multiply(gf[lo:hi], yf[lo:hi] > 0, out=dxf[lo:hi])
 
-    parallel(work, gf.size, min_block=1 << 16)
+    parallel(work, gf.size, min_block=1 << 18)
     return dx
 
 

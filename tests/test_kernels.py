@@ -186,6 +186,15 @@ def test_relu_kernels_agree_for_every_layout(rng, threads):
             np.testing.assert_array_equal(kernels.relu_backward(dyl, y), dy * (x > 0))
 
 
+def test_relu_kernels_split_large_arrays_over_threads_exactly(rng, monkeypatch):
+    monkeypatch.setattr(kernels, "_num_threads", 2)
+    x = channel_major_copy(rng.standard_normal((4, 8, 128, 129)).astype(np.float32))  # > 2 * 2**18 values
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y = kernels.relu_forward(x)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(kernels.relu_backward(channel_major_copy(dy), y), dy * (x > 0))
+
+
 def test_kernels_return_channel_major_nchw_arrays(rng):
     x = rng.standard_normal((2, 3, 6, 6))
     y = kernels.conv2d_forward(
@@ -221,9 +230,9 @@ def test_recycler_reuses_dropped_arrays_and_keeps_its_memory_bounded(monkeypatch
     recycler = kernels._Recycler()
     monkeypatch.setattr(recycler, "MAX_BYTES", 3 * 256 * 256 * 4)
     first = recycler.empty((256, 256), np.float32)
-    address = first.ctypes.data
+    address = first.__array_interface__["data"][0]
     del first
-    assert recycler.empty((256, 256), np.float32).ctypes.data == address
+    assert recycler.empty((256, 256), np.float32).__array_interface__["data"][0] == address
     for shape in [(128, 512), (512, 128), (64, 1024), (1024, 64)]:  # other shapes evict unused ones
         recycler.empty(shape, np.float32)
     assert recycler._bytes <= recycler.MAX_BYTES
