@@ -35,6 +35,7 @@ __all__ = [
     "SCHEDULERS",
     "DataConfig",
     "DatasetFacts",
+    "EvaluateConfig",
     "ModelConfig",
     "OptimizerConfig",
     "PipelineConfig",
@@ -194,6 +195,14 @@ class TrackingConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    batch_size: int = 1000  # evaluate: inference batch (metrics pass and images/s)
+    num_samples: int = 32  # plot: images in sample_predictions.png
+    max_misclassified: int = 24  # plot: images in misclassified.png
+    feature_map_channels: int = 8  # plot: channels per conv layer in feature_maps.png
+
+
+@dataclass
 class PipelineConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -201,6 +210,7 @@ class PipelineConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 _GROUPS: dict[str, type] = {f.name: f.default_factory for f in fields(PipelineConfig)}  # type: ignore[misc]
@@ -451,6 +461,11 @@ def _check_overrides(train: dict[str, Any], s: str) -> None:
                 )
 
 
+def _check_evaluate(e: dict[str, Any], s: str) -> None:
+    for key in ("batch_size", "num_samples", "max_misclassified", "feature_map_channels"):
+        _check(e[key] >= 1, s, f"evaluate.{key}", e[key], "an integer >= 1")
+
+
 def validate_config(cfg: Mapping[str, Any], source: str = "params.yaml") -> dict[str, Any]:
     """Check a composed config and return it as a plain dict with every schema key filled in.
 
@@ -462,7 +477,7 @@ def validate_config(cfg: Mapping[str, Any], source: str = "params.yaml") -> dict
         ConfigError: one line naming the first bad key, its value and what is allowed: unknown keys,
             wrong types, unknown optimizer/scheduler/dataset names, lr <= 0, batch size or epochs < 1,
             subset sizes larger than the data, an input shape or class count that does not fit the
-            data, dropout outside [0, 1), and the other ranges of the schema.
+            data, dropout outside [0, 1), evaluate/plot sizes < 1, and the other ranges of the schema.
     """
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"{source}: expected a mapping of config groups, found {type(cfg).__name__}")
@@ -478,6 +493,7 @@ def validate_config(cfg: Mapping[str, Any], source: str = "params.yaml") -> dict
     _check_scheduler(out["scheduler"], out["train"]["epochs"], out["optimizer"]["lr"], source)
     if not out["tracking"]["experiment"]:
         raise _reject(source, "tracking.experiment", out["tracking"]["experiment"], "a non-empty name")
+    _check_evaluate(out["evaluate"], source)
     return out
 
 

@@ -505,6 +505,11 @@ def col2im(
 # ======================================================================================= convolution
 
 
+def _samples_per_chunk(per_sample_bytes: int, n: int) -> int:
+    """How many samples' columns fit in one per-thread buffer of about ``_BLOCK_BYTES``."""
+    return max(1, min(n, _BLOCK_BYTES // max(1, per_sample_bytes)))
+
+
 def conv2d_forward(
     x: np.ndarray,
     weight: np.ndarray,
@@ -516,33 +521,37 @@ def conv2d_forward(
     """``y[n, o] = bias[o] + sum_{c,i,j} weight[o, c, i, j] * xpad[n, c, oh*sh + i, ow*sw + j]``.
 
     x (N, C, H, W), weight (O, C, kh, kw), bias (O,) or None -> y (N, O, OH, OW), channel-major memory.
-    Per batch block: im2col into the workspace's column buffer, then one GEMM ``W2 @ cols``. The
-    columns stay in ``ws`` for :func:`conv2d_backward`.
+    Per batch block, a few samples at a time: im2col into a small per-thread column buffer that stays
+    in cache, then one GEMM ``W2 @ cols``. ``ws`` keeps the (channel-major) input for
+    :func:`conv2d_backward`, which remakes the columns the same way rather than storing them all.
     """
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
-    ws.meta["x_shape"] = x.shape
     oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
     xt = channel_major(x)
-    cols6 = ws.get("cols", (c, kh, kw, n, oh, ow), x.dtype, zero=True)
-    cols = cols6.reshape(c * kh * kw, n * oh * ow)
+    ws.meta.update(x_shape=x.shape, xt=xt)
     w2 = weight.reshape(o, -1)
     yt = empty((o, n, oh, ow), x.dtype)
     y2 = yt.reshape(o, n * oh * ow)
+    chunk = _samples_per_chunk(c * kh * kw * oh * ow * x.itemsize, n)
 
     def work(lo: int, hi: int) -> None:
-        _im2col_into(xt[:, lo:hi], cols6[:, :, :, lo:hi], (kh, kw), stride, padding)
-        block = slice(lo * oh * ow, hi * oh * ow)
-        np.matmul(w2, cols[:, block], out=y2[:, block])
-        if bias is not None:
-            y2[:, block] += bias[:, None]
+        buf6 = ws.get(f"cols@{lo}", (c, kh, kw, min(chunk, hi - lo), oh, ow), x.dtype, zero=True)
+        for s0 in range(lo, hi, chunk):
+            s1 = min(hi, s0 + chunk)
+            cols6 = buf6[:, :, :, : s1 - s0]
+            _im2col_into(xt[:, s0:s1], cols6, (kh, kw), stride, padding)
+            block = slice(s0 * oh * ow, s1 * oh * ow)
+            np.matmul(w2, cols6.reshape(c * kh * kw, -1), out=y2[:, block])
+            if bias is not None:
+                y2[:, block] += bias[:, None]
 
     parallel(work, n)
     return np.swapaxes(yt, 0, 1)
 
 
 _BLOCK_BYTES = 4 << 20
-"""Target size of the per-thread column buffer of the convolution's input gradient (fits in L2/L3)."""
+"""Target size of a per-thread column buffer of the convolution (fits in L2/L3)."""
 
 
 def _flipped_transposed(weight: np.ndarray) -> np.ndarray:
@@ -558,60 +567,69 @@ def conv2d_backward(
     ws: Workspace,
     grad_weight: np.ndarray,
     grad_bias: np.ndarray | None,
-) -> np.ndarray:
-    """Gradients of :func:`conv2d_forward`; writes ``grad_weight`` / ``grad_bias`` in place, returns dx.
+    input_grad: bool = True,
+) -> np.ndarray | None:
+    """Gradients of :func:`conv2d_forward`; writes ``grad_weight`` / ``grad_bias`` in place, returns dx
+    (None with ``input_grad=False``, which skips its computation: a first layer's dx is unused).
 
     ``dW2 = dY2 @ cols^T`` (dY2 = grad (O, N*OH*OW)), ``db = sum_{n,oh,ow} dY``, and
     ``dx = col2im(W2^T @ dY2)``. For stride 1 (and padding < kernel) the same dx is computed as the
     convolution of dY, padded by ``k - 1 - p``, with the flipped transposed kernel (im2col + GEMM).
+    All columns are made a few samples at a time in small per-thread buffers that stay in cache.
     """
-    if "x_shape" not in ws.meta:
-        raise CNNError("conv2d_backward called before conv2d_forward: no forward columns to reuse")
+    if "xt" not in ws.meta:
+        raise CNNError("conv2d_backward called before conv2d_forward: no forward input to reuse")
     n, c, h, w = ws.meta["x_shape"]
+    xt = ws.meta["xt"]
     o, _, kh, kw = weight.shape
     if grad_bias is not None:
         grad_bias[...] = grad_out.sum(axis=(0, 2, 3))
     oh, ow = grad_out.shape[2:]
     dyt = channel_major(grad_out)
     dy2 = dyt.reshape(o, n * oh * ow)
-    cols = ws.get("cols", (c, kh, kw, n, oh, ow), weight.dtype, zero=True).reshape(c * kh * kw, n * oh * ow)
-    dxt = empty((c, n, h, w), weight.dtype)
+    dxt = empty((c, n, h, w), weight.dtype) if input_grad else None
     transposed = stride == (1, 1) and padding[0] < kh and padding[1] < kw and o <= 2 * c
     if transposed:
         tpad = (kh - 1 - padding[0], kw - 1 - padding[1])
         wt2 = _flipped_transposed(weight).reshape(c, -1)
-        block_shape = (o, kh, kw, h, w)  # columns of dY for one sample, per output pixel of dx
+        dx_block = (o, kh, kw, h, w)  # columns of dY for one sample, per output pixel of dx
     else:
         w2t = np.ascontiguousarray(weight.reshape(o, -1).T)
-        block_shape = (c, kh, kw, oh, ow)  # dcols for one sample
-    # The input-gradient columns are produced and consumed a few samples at a time, in a small buffer
-    # per thread that stays in cache, instead of one buffer the size of the forward columns.
-    per_sample = int(np.prod(block_shape)) * weight.itemsize
-    chunk = max(1, min(n, _BLOCK_BYTES // per_sample))
+        dx_block = (c, kh, kw, oh, ow)  # dcols for one sample
+    per_sample = (int(np.prod(dx_block)) if input_grad else 0) + c * kh * kw * oh * ow
+    chunk = _samples_per_chunk(per_sample * weight.itemsize, n)
 
     def work(lo: int, hi: int) -> np.ndarray:
-        shape = (*block_shape[:3], min(chunk, hi - lo), *block_shape[3:])
-        buf6 = ws.get(f"dx_cols@{lo}", shape, weight.dtype, zero=True)
+        size = min(chunk, hi - lo)
+        cols_buf = ws.get(f"cols@{lo}", (c, kh, kw, size, oh, ow), weight.dtype, zero=True)
+        if input_grad:
+            dx_buf = ws.get(f"dx_cols@{lo}", (*dx_block[:3], size, *dx_block[3:]), weight.dtype, zero=True)
+        dw2t = np.zeros((c * kh * kw, o), weight.dtype)  # this block's dW2^T (K, O)
         for s0 in range(lo, hi, chunk):
             s1 = min(hi, s0 + chunk)
-            b6 = buf6[:, :, :, : s1 - s0]
+            out_block = slice(s0 * oh * ow, s1 * oh * ow)
+            # dW2^T += cols^T-part: computed transposed, which OpenBLAS runs ~10% faster.
+            cols6 = cols_buf[:, :, :, : s1 - s0]
+            _im2col_into(xt[:, s0:s1], cols6, (kh, kw), stride, padding)
+            dw2t += cols6.reshape(c * kh * kw, -1) @ dy2[:, out_block].T
+            if not input_grad:
+                continue
+            b6 = dx_buf[:, :, :, : s1 - s0]
             b2 = b6.reshape(b6.shape[0] * kh * kw, -1)
             if transposed:
                 _im2col_into(dyt[:, s0:s1], b6, (kh, kw), (1, 1), tpad)
                 np.matmul(wt2, b2, out=dxt.reshape(c, -1)[:, s0 * h * w : s1 * h * w])
             else:
-                np.matmul(w2t, dy2[:, s0 * oh * ow : s1 * oh * ow], out=b2)
+                np.matmul(w2t, dy2[:, out_block], out=b2)
                 _col2im_into(b6, dxt[:, s0:s1], (kh, kw), stride, padding)
-        # This block's share of dW2^T (K, O): computed transposed, which OpenBLAS runs ~10% faster.
-        out_block = slice(lo * oh * ow, hi * oh * ow)
-        return cols[:, out_block] @ dy2[:, out_block].T
+        return dw2t
 
     partial_dw = parallel(work, n)
     total = partial_dw[0]
     for p in partial_dw[1:]:
         total += p
     grad_weight[...] = total.T.reshape(grad_weight.shape)
-    return np.swapaxes(dxt, 0, 1)
+    return np.swapaxes(dxt, 0, 1) if input_grad else None
 
 
 # ============================================================================================ linear
@@ -792,7 +810,12 @@ def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def batchnorm_forward_train(
-    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, cache: dict[str, Any]
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    eps: float,
+    cache: dict[str, Any],
+    relu: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training-mode batch norm over every axis but 1: ``y = gamma * (x - mu) / sqrt(var + eps) + beta``.
 
@@ -801,6 +824,10 @@ def batchnorm_forward_train(
     statistics as float64. ``cache`` keeps the centred input ``x - mu`` and ``1/sqrt(var + eps)`` for
     :func:`batchnorm_backward_train`. Whole channels are split over the threads, so the statistics do
     not depend on the thread count.
+
+    ``relu=True`` fuses a following ReLU: ``y = max(bn(x), 0)`` while each channel block is still in
+    cache (one pass and one thread-pool dispatch fewer than :func:`relu_forward` after it); ``y`` is then
+    kept too, as the mask of the fused backward.
     """
     rows = _channel_rows(x)
     c, m = rows.shape
@@ -810,6 +837,7 @@ def batchnorm_forward_train(
         centred = empty(rows.shape, rows.dtype)
     y = empty(rows.shape, rows.dtype)
     mean, var = np.empty(c), np.empty(c)
+    zeros = _zeros_like_flat(y.size, y.dtype).reshape(y.shape) if relu else None
 
     def work(lo: int, hi: int) -> None:
         xc = centred[lo:hi]
@@ -819,9 +847,11 @@ def batchnorm_forward_train(
         scale = gamma[lo:hi] / np.sqrt(var[lo:hi] + eps)
         np.multiply(xc, scale[:, None].astype(x.dtype), out=y[lo:hi])
         y[lo:hi] += beta[lo:hi, None]
+        if zeros is not None:
+            np.maximum(y[lo:hi], zeros[lo:hi], out=y[lo:hi])
 
     parallel(work, c)
-    cache.update(centred=centred, inv_std=1.0 / np.sqrt(var + eps), shape=x.shape)
+    cache.update(centred=centred, inv_std=1.0 / np.sqrt(var + eps), shape=x.shape, relu_out=y if relu else None)
     return _from_channel_rows(y, x.shape), mean, var
 
 
@@ -838,24 +868,34 @@ def batchnorm_backward_train(
         dx = gamma * inv_std / m * (m * dy - dbeta - x_hat * dgamma)
 
     evaluated as ``dx = a * dy + b * centred + c`` with per-channel ``a = gamma * inv_std``,
-    ``b = -a * inv_std * dgamma / m`` and ``c = -a * dbeta / m``.
+    ``b = -a * inv_std * dgamma / m`` and ``c = -a * dbeta / m``. After a forward with ``relu=True``,
+    ``grad_out`` is the gradient of the ReLU's output and ``dy = grad_out * [y > 0]`` is formed first,
+    in the same pass.
     """
-    centred, inv_std = cache["centred"], cache["inv_std"]
+    centred, inv_std, relu_out = cache["centred"], cache["inv_std"], cache.get("relu_out")
     dy = _channel_rows(grad_out)
     c, m = dy.shape
     dx = empty(dy.shape, dy.dtype)
     dtype = dx.dtype
 
     def work(lo: int, hi: int) -> None:
-        g, xc, inv = dy[lo:hi], centred[lo:hi], inv_std[lo:hi]
+        g, xc, inv, out = dy[lo:hi], centred[lo:hi], inv_std[lo:hi], dx[lo:hi]
+        if relu_out is not None:
+            g = np.multiply(g, relu_out[lo:hi] > 0, out=out)  # dx's block holds the masked dy for now
         dbeta = g.sum(axis=1).astype(np.float64)
         dgamma = _row_dots(g, xc) * inv
         grad_beta[lo:hi], grad_gamma[lo:hi] = dbeta, dgamma
         a = gamma[lo:hi] * inv
-        out = dx[lo:hi]
-        np.multiply(xc, (-a * inv * dgamma / m).astype(dtype)[:, None], out=out)
-        out += (-a * dbeta / m).astype(dtype)[:, None]
-        out += g * a.astype(dtype)[:, None]
+        b = (-a * inv * dgamma / m).astype(dtype)[:, None]
+        shift = (-a * dbeta / m).astype(dtype)[:, None]
+        if relu_out is None:
+            np.multiply(xc, b, out=out)
+            out += shift
+            out += g * a.astype(dtype)[:, None]
+        else:
+            out *= a.astype(dtype)[:, None]
+            out += shift
+            out += xc * b
 
     parallel(work, c)
     return _from_channel_rows(dx, cache["shape"])
@@ -875,7 +915,7 @@ def batchnorm_forward_eval(
     rows = _channel_rows(x)
     inv_std = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
     centred = rows - running_mean[:, None]
-    cache.update(centred=centred, inv_std=inv_std, shape=x.shape)
+    cache.update(centred=centred, inv_std=inv_std, shape=x.shape, relu_out=None)
     y = centred * (gamma * inv_std).astype(x.dtype)[:, None] + beta[:, None]
     return _from_channel_rows(y, x.shape)
 

@@ -145,6 +145,9 @@ class Conv2D(Layer):
             self.params["bias"] = np.zeros(self.out_channels, dtype=self.dtype)
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self._ws = kernels.Workspace()  # im2col columns, kept from forward for backward
+        # False: backward computes only the parameter gradients and returns None (for a first layer,
+        # whose input gradient nothing uses; as torch skips it for inputs without requires_grad).
+        self.needs_input_grad = True
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=self.dtype)
@@ -155,7 +158,7 @@ class Conv2D(Layer):
             x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self._ws
         )
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         grad_out = np.asarray(grad_out, dtype=self.dtype)
         return kernels.conv2d_backward(
             grad_out,
@@ -165,6 +168,7 @@ class Conv2D(Layer):
             self._ws,
             self.grads["weight"],
             self.grads.get("bias"),
+            input_grad=self.needs_input_grad,
         )
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -304,12 +308,21 @@ class _BatchNorm(Layer):
         return (1, -1) if self._input_ndim == 2 else (1, -1, 1, 1)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._forward(x, relu=False)
+
+    def forward_relu(self, x: np.ndarray) -> np.ndarray:
+        """``max(self.forward(x), 0)``: the batch norm and a following ReLU in one pass over the data
+        (what :class:`cnn.model.Sequential` runs for a batch norm layer followed by a ``ReLU``). The next
+        :meth:`backward` then takes the gradient of the ReLU's output."""
+        return self._forward(x, relu=True)
+
+    def _forward(self, x: np.ndarray, relu: bool) -> np.ndarray:
         x = np.asarray(x, dtype=self.dtype)
         _check_ndim(self, x, (self._input_ndim,), self._input_desc)
         _check_channels(self, x, self.num_features, "num_features")
         gamma, beta = self.params["weight"], self.params["bias"]
         if not self.training:
-            return kernels.batchnorm_forward_eval(
+            y = kernels.batchnorm_forward_eval(
                 x,
                 gamma,
                 beta,
@@ -318,12 +331,15 @@ class _BatchNorm(Layer):
                 self.eps,
                 self._cache,
             )
+            if relu:  # eval: no statistics to fuse with; a plain ReLU after the affine map
+                y = self._cache["relu_out"] = kernels.relu_forward(y)
+            return y
         m = x.size // x.shape[1]
         if m < 2:
             raise CNNError(
                 f"{type(self).__name__} needs more than 1 value per channel in training, got input {x.shape}"
             )
-        y, mean, var = kernels.batchnorm_forward_train(x, gamma, beta, self.eps, self._cache)
+        y, mean, var = kernels.batchnorm_forward_train(x, gamma, beta, self.eps, self._cache, relu=relu)
         mom = self.momentum
         self.buffers["running_mean"][...] = (1.0 - mom) * self.buffers["running_mean"] + mom * mean
         self.buffers["running_var"][...] = (1.0 - mom) * self.buffers["running_var"] + mom * var * (
@@ -333,8 +349,14 @@ class _BatchNorm(Layer):
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        # Whether the forward fused a ReLU is recorded in the cache ("relu_out": its output, or None).
         grad_out = np.asarray(grad_out, dtype=self.dtype)
-        backward = kernels.batchnorm_backward_train if self.training else kernels.batchnorm_backward_eval
+        if self.training:
+            backward = kernels.batchnorm_backward_train
+        else:
+            if self._cache.get("relu_out") is not None:
+                grad_out = kernels.relu_backward(grad_out, self._cache["relu_out"])
+            backward = kernels.batchnorm_backward_eval
         return backward(
             grad_out, self.params["weight"], self._cache, self.grads["weight"], self.grads["bias"]
         )

@@ -77,6 +77,11 @@ __all__ = ["CNN", "Sequential"]
 EVAL_BATCH_SIZE = 128
 
 
+def _fuses_relu(layer: Layer, following: Layer | None) -> bool:
+    """Whether ``layer`` and the ``following`` one run fused: a batch norm and exactly a ReLU."""
+    return isinstance(layer, (BatchNorm1D, BatchNorm2D)) and type(following) is ReLU
+
+
 class Sequential(Layer):
     """Layers applied one after another; itself a :class:`~cnn.layers.Layer`.
 
@@ -89,6 +94,7 @@ class Sequential(Layer):
     def __init__(self, layers: Iterable[Layer]) -> None:
         self.layers: list[Layer] = list(layers)
         self.training = True
+        self._ran: list[Layer] | None = None  # the (possibly fused) layers of the last forward
 
     # The Layer attributes, as live views of the children (no setters: assign to a child's dict instead).
     @property
@@ -113,12 +119,25 @@ class Sequential(Layer):
         return iter(self.layers)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        for layer in self.layers:
-            x = layer.forward(x)
+        # A batch norm followed by a ReLU runs as one fused layer (BatchNorm.forward_relu: one pass over
+        # the data instead of two); the ReLU layer stays in the list, so names and state_dict keys
+        # are unchanged. The layers that ran are recorded for backward.
+        ran: list[Layer] = []
+        i, layers = 0, self.layers
+        while i < len(layers):
+            layer = layers[i]
+            if _fuses_relu(layer, layers[i + 1] if i + 1 < len(layers) else None):
+                x = layer.forward_relu(x)  # type: ignore[attr-defined]
+                i += 2
+            else:
+                x = layer.forward(x)
+                i += 1
+            ran.append(layer)
+        self._ran = ran
         return x
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        for layer in reversed(self.layers):
+        for layer in reversed(self.layers if self._ran is None else self._ran):
             grad_out = layer.backward(grad_out)
         return grad_out
 
@@ -284,10 +303,17 @@ class CNN:
     def __call__(self, x: ArrayLike) -> np.ndarray:
         return self.forward(x)
 
-    def backward(self, dlogits: np.ndarray) -> np.ndarray:
+    def backward(self, dlogits: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         """Backpropagate ``dL/dlogits`` ``(N, num_classes)``: fills every layer's ``grads`` in place and
-        returns ``dL/dx`` ``(N, C, H, W)``. Must follow the ``forward`` of the same batch."""
-        return self.features.backward(self.classifier.backward(dlogits))
+        returns ``dL/dx`` ``(N, C, H, W)``. Must follow the ``forward`` of the same batch.
+
+        ``input_grad=False`` (what ``fit`` uses) skips the first convolution's input gradient, which
+        training never needs, and returns None."""
+        first = self.features.layers[0]
+        if isinstance(first, Conv2D):
+            first.needs_input_grad = input_grad
+        dx = self.features.backward(self.classifier.backward(dlogits))
+        return dx if input_grad else None
 
     def train(self, mode: bool = True) -> CNN:
         """Training mode (dropout on, batch statistics) or, with ``mode=False``, eval mode."""
@@ -510,7 +536,7 @@ class CNN:
                             check_finite_loss(batch_loss, epoch, b + 1, num_batches, float(opt.lr))
                         # Counted before backward: layers may reuse their buffers from here on.
                         correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
-                        self.backward(loss_fn.backward())
+                        self.backward(loss_fn.backward(), input_grad=False)
                         opt.step()
                         m = len(yb)
                         loss_sum += batch_loss * m

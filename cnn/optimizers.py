@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from cnn.errors import CheckpointError, ConfigError
+from cnn.kernels import parallel
 
 ParamPair = tuple[np.ndarray, np.ndarray]
 StateDict = dict[str, Any]
@@ -377,45 +378,54 @@ class Adam(Optimizer):
     def _update(self, group: _FlatGroup, state: dict[str, np.ndarray]) -> None:
         lr, beta1, beta2, wd = self.lr, self.beta1, self.beta2, self.weight_decay
         m, v, tmp = state["exp_avg"], state["exp_avg_sq"], group.tmp
+        max_v = state.get("max_exp_avg_sq")
         if wd != 0.0 and self._decoupled:
             decay = 1.0 - lr * wd
             for p in group.params:
                 p *= decay
         g = group.gather_grads()
-        if wd != 0.0 and not self._decoupled:
+        coupled_decay = wd != 0.0 and not self._decoupled
+        if coupled_decay:
             group.gather_params(tmp)
-            tmp *= wd
-            g += tmp
-
-        # m.lerp_(g, 1 - beta1), with torch's two formulas for small and large weights.
-        weight = 1.0 - beta1
-        np.subtract(g, m, out=tmp)
-        if weight < 0.5:
-            tmp *= weight
-            m += tmp
-        else:
-            tmp *= 1.0 - weight
-            np.subtract(g, tmp, out=m)
-        # v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        np.multiply(g, 1.0 - beta2, out=tmp)
-        tmp *= g
-        v *= beta2
-        v += tmp
-
         bias_correction1 = 1.0 - beta1**self.step_count
         bias_correction2_sqrt = (1.0 - beta2**self.step_count) ** 0.5
-        if self.amsgrad:
-            v = np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-        # step_size · m / (sqrt(v)/bc2 + eps) with step_size folded into the denominator, one pass fewer
-        # (torch's own formula on its capturable path; equal to its default path within a few ulp).
         step_size = lr / bias_correction1
-        if step_size == 0.0:  # lr = 0: the moments advance, the parameters stay
-            return
-        np.sqrt(v, out=tmp)
-        tmp /= bias_correction2_sqrt * step_size
-        tmp += self.eps / step_size
-        np.divide(m, tmp, out=tmp)
-        group.subtract_tmp_from_params()
+        weight = 1.0 - beta1
+
+        def work(lo: int, hi: int) -> None:
+            # Element-wise on one contiguous block of the flat buffers (the blocks run on the kernels'
+            # thread pool): the same operations, in the same order, for every element.
+            gb, mb, vb, tb = g[lo:hi], m[lo:hi], v[lo:hi], tmp[lo:hi]
+            if coupled_decay:  # tmp holds the parameters
+                tb *= wd
+                gb += tb
+            # m.lerp_(g, 1 - beta1), with torch's two formulas for small and large weights.
+            np.subtract(gb, mb, out=tb)
+            if weight < 0.5:
+                tb *= weight
+                mb += tb
+            else:
+                tb *= 1.0 - weight
+                np.subtract(gb, tb, out=mb)
+            # v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            np.multiply(gb, 1.0 - beta2, out=tb)
+            tb *= gb
+            vb *= beta2
+            vb += tb
+            if max_v is not None:  # amsgrad
+                vb = np.maximum(max_v[lo:hi], vb, out=max_v[lo:hi])
+            if step_size == 0.0:  # lr = 0: the moments advance, the parameters stay
+                return
+            # step_size · m / (sqrt(v)/bc2 + eps) with step_size folded into the denominator, one pass
+            # fewer (torch's own formula on its capturable path; equal to its default within a few ulp).
+            np.sqrt(vb, out=tb)
+            tb /= bias_correction2_sqrt * step_size
+            tb += self.eps / step_size
+            np.divide(mb, tb, out=tb)
+
+        parallel(work, group.size, min_block=1 << 15)
+        if step_size != 0.0:
+            group.subtract_tmp_from_params()
 
 
 class AdamW(Adam):

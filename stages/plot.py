@@ -2,220 +2,30 @@
 
     python -m stages.plot [--params params.yaml] [--no-track] [--debug]
 
-Reads ``data.processed_dir``, ``data.name``, ``data.seed``, ``tracking.uri`` and:
-
-    plots/history_<fw>.json      per-epoch training history (training stages)
-    reports/predictions.npz      test labels and each model's class probabilities (evaluate stage)
-    <processed_dir>/test.npz     the test images
-    models/numpy/model.npz, models/torch/model.pt, models/<fw>/mlflow_run.json
-
-Writes ``reports/figures/``:
-
-    training_curves.png     loss and accuracy per epoch, train and validation, both frameworks overlaid
-    confusion_matrix.png    per framework, counts and row-normalised
-    conv_filters.png        the learned first-layer filters of each framework
-    feature_maps.png        one test image through each conv layer of the NumPy model
-    sample_predictions.png  32 random test images with both models' predictions, mistakes in red
-    misclassified.png       the test images the NumPy model gets wrong, with its top-2 probabilities
-
-and logs them to both training runs as MLflow artifacts under ``figures/``. All drawing is
-:mod:`cnn.viz`; this module only picks what to draw.
+Reads ``data.processed_dir``, ``data.name``, ``data.seed``, ``evaluate.num_samples``,
+``evaluate.max_misclassified``, ``evaluate.feature_map_channels``, ``tracking.uri``, the training
+histories, ``reports/predictions.npz``, the test split and both models; writes the six PNGs of
+``reports/figures/`` and logs them to both training runs under ``figures/``. All the work is
+:func:`cnn.evaluation.render_figures_from_config` (the figures are described there).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from cnn import viz
-from cnn.errors import DataError
-from cnn.metrics import confusion_matrix
-from cnn.report import FRAMEWORK_NAMES
-from stages.evaluate import FRAMEWORKS, EvaluatePaths, load_logits_fn, load_predictions, read_json
-
-log = logging.getLogger(__name__)
-
-FIGURES = (
-    "training_curves",
-    "confusion_matrix",
-    "conv_filters",
-    "feature_maps",
-    "sample_predictions",
-    "misclassified",
-)
-SHORT_NAMES = {"numpy": "NumPy", "torch": "torch"}
-
-
-@dataclass(frozen=True)
-class PlotPaths(EvaluatePaths):
-    """:class:`stages.evaluate.EvaluatePaths` plus the histories and the figures folder."""
-
-    def history(self, fw: str) -> Path:
-        return self.plots_dir / f"history_{fw}.json"
-
-    @property
-    def figures_dir(self) -> Path:
-        return self.reports_dir / "figures"
-
-    def figure(self, name: str) -> Path:
-        return self.figures_dir / f"{name}.png"
-
-
-def first_conv_weights(framework: str, model: Any) -> np.ndarray:
-    """``(F, C, kh, kw)`` weights of the first layer of ``features`` (a convolution) as a NumPy array."""
-    if framework == "numpy":
-        return np.asarray(model.features[0].params["weight"])
-    return model.features[0].weight.detach().cpu().numpy()
-
-
-def plot(
-    paths: PlotPaths = PlotPaths(),
-    *,
-    frameworks: Sequence[str] = FRAMEWORKS,
-    class_names: Sequence[str] | None = None,
-    num_samples: int = 32,
-    max_misclassified: int = 24,
-    feature_map_channels: int = 8,
-    seed: int = 0,
-    track: bool = True,
-    tracking_uri: str | None = None,
-) -> list[Path]:
-    """Draw the six figures into ``paths.figures_dir`` and return their paths.
-
-    Args:
-        frameworks: the models to show; the feature maps and misclassified figures use the first.
-        class_names: tick and title labels (default ``0 .. K-1``).
-        num_samples: test images in ``sample_predictions.png``, drawn at random with ``seed``.
-        max_misclassified: most confident mistakes shown in ``misclassified.png``.
-        feature_map_channels: channels shown per conv layer in ``feature_maps.png``.
-        track: log the figures to the runs of ``models/<fw>/mlflow_run.json`` (missing pointers skipped).
-
-    Raises:
-        DataError: a history, the predictions or the test split is missing or malformed.
-        CheckpointError: a model file is missing or corrupt. TrackingError: the tracking store fails.
-    """
-    from cnn.data import load_split
-
-    if track:  # fail fast when the tracking server is down
-        from cnn.tracking import check_tracking_uri, resolve_tracking_uri
-
-        check_tracking_uri(tracking_uri or resolve_tracking_uri())
-    names = {fw: FRAMEWORK_NAMES[fw] for fw in frameworks}
-    x, y = load_split(paths.test, sample_shape=None)
-    predictions = load_predictions(paths.predictions)
-    if not np.array_equal(predictions["y"], y):
-        raise DataError(
-            f"{paths.predictions}: labels differ from {paths.test}; re-run the evaluate stage on this split"
-        )
-    proba = {}
-    for fw in frameworks:
-        if f"{fw}_proba" not in predictions:
-            raise DataError(f"{paths.predictions}: no {fw}_proba array; re-run the evaluate stage")
-        proba[fw] = predictions[f"{fw}_proba"]
-    pred = {fw: p.argmax(axis=1) for fw, p in proba.items()}
-    num_classes = next(iter(proba.values())).shape[1]
-    models = {fw: load_logits_fn(fw, paths.model(fw))[1] for fw in frameworks}
-    out = paths.figures_dir
-    out.mkdir(parents=True, exist_ok=True)
-
-    histories = {
-        names[fw]: read_json(paths.history(fw), "training history", f"run the train_{fw} stage first")
-        for fw in frameworks
-    }
-    viz.plot_training_curves(histories, paths.figure("training_curves"))
-    viz.plot_confusion_matrix(
-        {names[fw]: confusion_matrix(y, pred[fw], num_classes) for fw in frameworks},
-        paths.figure("confusion_matrix"),
-        class_names=class_names,
-        title=f"Confusion matrices on the {len(y):,} test images",
-    )
-    viz.plot_conv_filters(
-        {names[fw]: first_conv_weights(fw, models[fw]) for fw in frameworks}, paths.figure("conv_filters")
-    )
-
-    main_fw = frameworks[0]
-    index = 0  # the first test image: the same one in every run, so figures compare across runs
-    maps = models[main_fw].get_feature_maps(x[index]) if main_fw == "numpy" else None
-    if maps is not None:
-        viz.plot_feature_maps(
-            x[index],
-            maps,
-            paths.figure("feature_maps"),
-            max_maps=feature_map_channels,
-            title=f"{names[main_fw]}: test image #{index} (label {_label(y[index], class_names)}) "
-            "through each conv layer (after batch norm and ReLU)",
-        )
-
-    rng = np.random.default_rng(seed)
-    picks = np.sort(rng.choice(len(y), size=min(num_samples, len(y)), replace=False))
-    viz.plot_sample_predictions(
-        x[picks],
-        y[picks],
-        {SHORT_NAMES[fw]: pred[fw][picks] for fw in frameworks},
-        paths.figure("sample_predictions"),
-        class_names=class_names,
-        title=f"{len(picks)} random test images",
-    )
-    viz.plot_misclassified(
-        x,
-        y,
-        proba[main_fw],
-        paths.figure("misclassified"),
-        max_images=max_misclassified,
-        class_names=class_names,
-        model_name=names[main_fw],
-    )
-    written = [paths.figure(name) for name in FIGURES if paths.figure(name).is_file()]
-    if track:
-        _log_figures(paths, frameworks, written, tracking_uri)
-    return written
-
-
-def _label(c: int, class_names: Sequence[str] | None) -> str:
-    return str(c) if class_names is None else str(class_names[c])
-
-
-def _log_figures(paths: PlotPaths, frameworks: Sequence[str], figures: list[Path], uri: str | None) -> None:
-    from cnn import tracking
-
-    for fw in frameworks:
-        if not paths.run_pointer(fw).is_file():
-            log.warning("%s: no run pointer (untracked training); figures not logged", paths.run_pointer(fw))
-            continue
-        run_id = tracking.read_run_pointer(paths.run_pointer(fw))["run_id"]
-        tracking.log_to_run(run_id, artifacts=figures, uri=uri, artifact_path="figures")
+from cnn.evaluation import PlotPaths, render_figures_from_config
+from cnn.pipeline import PARAMS_FILE, load_params, stage_main
 
 
 def run(argv: Sequence[str]) -> int:
     """Command line: read ``params.yaml``, draw, log, print one summary line."""
-    from cnn.data import get_dataset
-    from cnn.pipeline import PARAMS_FILE, load_params
-
     parser = argparse.ArgumentParser(prog="python -m stages.plot", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=PARAMS_FILE, help="the composed config (default: %(default)s)")
     parser.add_argument("--no-track", action="store_true", help="do not log the figures to MLflow")
     args = parser.parse_args(list(argv))
-    cfg = load_params(args.params)
-    uri = None
-    if not args.no_track:
-        from cnn.tracking import resolve_tracking_uri
-
-        uri = resolve_tracking_uri(cfg["tracking"]["uri"])
-    classes = get_dataset(cfg["data"]["name"]).classes
-    written = plot(
-        PlotPaths(processed_dir=Path(cfg["data"]["processed_dir"])),
-        class_names=None if list(classes) == [str(i) for i in range(len(classes))] else classes,
-        seed=cfg["data"]["seed"],
-        track=not args.no_track,
-        tracking_uri=uri,
-    )
+    written = render_figures_from_config(load_params(args.params), track=not args.no_track)
     print(
         f"plot: {len(written)} figures -> {PlotPaths().figures_dir}/ ({', '.join(p.stem for p in written)})"
     )
@@ -223,6 +33,4 @@ def run(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    from cnn.pipeline import stage_main
-
     stage_main(run, sys.argv[1:], name="plot")

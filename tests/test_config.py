@@ -30,7 +30,7 @@ from cnn.pipeline import compose_params, load_params, optimizer_kwargs, schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-GROUPS = ("data", "model", "optimizer", "scheduler", "train", "tracking", "experiment")
+GROUPS = ("data", "model", "optimizer", "scheduler", "train", "tracking", "evaluate", "experiment")
 
 
 def composed(*overrides: str) -> dict[str, Any]:
@@ -110,7 +110,7 @@ def test_compose_params_leaves_the_previous_file_when_the_composition_is_invalid
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_preset_composes_into_a_valid_config(experiment):
     cfg = validate_config(composed(f"experiment={experiment}"))
-    assert set(cfg) == {"data", "model", "optimizer", "scheduler", "train", "tracking"}
+    assert set(cfg) == {"data", "model", "optimizer", "scheduler", "train", "tracking", "evaluate"}
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-"""The evaluate and plot stages on tiny fixture outputs: two small real models (NumPy CNN and TorchCNN,
-different seeds so they disagree), a 60-image test split, training metrics and histories."""
+"""cnn.evaluation and the evaluate and plot stages on tiny fixture outputs: two small real models (NumPy
+CNN and TorchCNN, different seeds so they disagree), a 60-image test split, training metrics and histories."""
 
 from __future__ import annotations
 
@@ -14,9 +14,15 @@ import pytest
 
 from cnn.data import save_split
 from cnn.errors import CheckpointError, DataError
+from cnn.evaluation import (
+    FIGURES,
+    PlotPaths,
+    evaluate,
+    evaluate_from_config,
+    load_predictions,
+    render_figures,
+)
 from cnn.model import CNN
-from stages.evaluate import evaluate, load_predictions
-from stages.plot import FIGURES, PlotPaths, plot
 
 torch = pytest.importorskip("torch")
 from cnn.torch_model import TorchCNN  # noqa: E402
@@ -169,6 +175,19 @@ def test_evaluate_names_the_missing_model(tmp_path):
         evaluate(paths, track=False)
 
 
+def test_evaluate_from_config_reads_the_inference_batch_size_from_the_evaluate_group(tmp_path, monkeypatch):
+    from cnn.config import validate_config
+
+    make_pipeline_outputs(tmp_path)
+    monkeypatch.chdir(tmp_path)  # outputs other than data.processed_dir are relative to the repo root
+    cfg = validate_config({"data": {"processed_dir": "data/processed"}, "evaluate": {"batch_size": 7}})
+    ev = evaluate_from_config(cfg, track=False)
+    assert ev.metrics["numpy"]["inference_batch_size"] == ev.metrics["torch"]["inference_batch_size"] == 7
+    assert json.loads((tmp_path / "metrics" / "evaluate.json").read_text()) == json.loads(
+        json.dumps(ev.metrics)
+    )
+
+
 def png_size(path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", path
@@ -177,7 +196,7 @@ def png_size(path) -> tuple[int, int]:
 
 def test_plot_stage_writes_the_six_figures(evaluated):
     paths, _ = evaluated
-    written = plot(paths, num_samples=16, max_misclassified=8, track=False)
+    written = render_figures(paths, num_samples=16, max_misclassified=8, track=False)
     assert [p.stem for p in written] == list(FIGURES)
     for p in written:
         width, height = png_size(p)
@@ -189,7 +208,7 @@ def test_plot_refuses_predictions_from_another_test_split(evaluated, tmp_path):
     other = replace(paths, reports_dir=tmp_path)
     np.savez(other.predictions, y=np.zeros(N_TEST, np.int64), numpy_proba=np.zeros((N_TEST, 10), np.float32))
     with pytest.raises(DataError, match="labels differ"):
-        plot(other, track=False)
+        render_figures(other, track=False)
 
 
 @pytest.mark.slow
@@ -210,7 +229,7 @@ def test_both_stages_log_to_the_training_runs(tmp_path):
         tracking.write_run_pointer(paths.run_pointer(fw), run, tracking_uri=uri)
         run_ids[fw] = run.info.run_id
     ev = evaluate(paths, batch_size=30, track=True, tracking_uri=uri)
-    plot(paths, num_samples=8, track=True, tracking_uri=uri)
+    render_figures(paths, num_samples=8, track=True, tracking_uri=uri)
     for fw, run_id in run_ids.items():
         logged = client.get_run(run_id).data.metrics
         assert logged["test_accuracy"] == pytest.approx(ev.metrics[fw]["test_accuracy"])
