@@ -505,11 +505,6 @@ def col2im(
 # ======================================================================================= convolution
 
 
-def _samples_per_chunk(per_sample_bytes: int, n: int) -> int:
-    """How many samples' columns fit in one per-thread buffer of about ``_BLOCK_BYTES``."""
-    return max(1, min(n, _BLOCK_BYTES // max(1, per_sample_bytes)))
-
-
 def conv2d_forward(
     x: np.ndarray,
     weight: np.ndarray,
@@ -521,37 +516,33 @@ def conv2d_forward(
     """``y[n, o] = bias[o] + sum_{c,i,j} weight[o, c, i, j] * xpad[n, c, oh*sh + i, ow*sw + j]``.
 
     x (N, C, H, W), weight (O, C, kh, kw), bias (O,) or None -> y (N, O, OH, OW), channel-major memory.
-    Per batch block, a few samples at a time: im2col into a small per-thread column buffer that stays
-    in cache, then one GEMM ``W2 @ cols``. ``ws`` keeps the (channel-major) input for
-    :func:`conv2d_backward`, which remakes the columns the same way rather than storing them all.
+    Per batch block: im2col into the workspace's column buffer, then one GEMM ``W2 @ cols``. The
+    columns stay in ``ws`` for :func:`conv2d_backward`.
     """
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
+    ws.meta["x_shape"] = x.shape
     oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
     xt = channel_major(x)
-    ws.meta.update(x_shape=x.shape, xt=xt)
+    cols6 = ws.get("cols", (c, kh, kw, n, oh, ow), x.dtype, zero=True)
+    cols = cols6.reshape(c * kh * kw, n * oh * ow)
     w2 = weight.reshape(o, -1)
     yt = empty((o, n, oh, ow), x.dtype)
     y2 = yt.reshape(o, n * oh * ow)
-    chunk = _samples_per_chunk(c * kh * kw * oh * ow * x.itemsize, n)
 
     def work(lo: int, hi: int) -> None:
-        buf6 = ws.get(f"cols@{lo}", (c, kh, kw, min(chunk, hi - lo), oh, ow), x.dtype, zero=True)
-        for s0 in range(lo, hi, chunk):
-            s1 = min(hi, s0 + chunk)
-            cols6 = buf6[:, :, :, : s1 - s0]
-            _im2col_into(xt[:, s0:s1], cols6, (kh, kw), stride, padding)
-            block = slice(s0 * oh * ow, s1 * oh * ow)
-            np.matmul(w2, cols6.reshape(c * kh * kw, -1), out=y2[:, block])
-            if bias is not None:
-                y2[:, block] += bias[:, None]
+        _im2col_into(xt[:, lo:hi], cols6[:, :, :, lo:hi], (kh, kw), stride, padding)
+        block = slice(lo * oh * ow, hi * oh * ow)
+        np.matmul(w2, cols[:, block], out=y2[:, block])
+        if bias is not None:
+            y2[:, block] += bias[:, None]
 
     parallel(work, n)
     return np.swapaxes(yt, 0, 1)
 
 
 _BLOCK_BYTES = 4 << 20
-"""Target size of a per-thread column buffer of the convolution (fits in L2/L3)."""
+"""Target size of the per-thread column buffer of the convolution's input gradient (fits in L2/L3)."""
 
 
 def _flipped_transposed(weight: np.ndarray) -> np.ndarray:
@@ -575,54 +566,51 @@ def conv2d_backward(
     ``dW2 = dY2 @ cols^T`` (dY2 = grad (O, N*OH*OW)), ``db = sum_{n,oh,ow} dY``, and
     ``dx = col2im(W2^T @ dY2)``. For stride 1 (and padding < kernel) the same dx is computed as the
     convolution of dY, padded by ``k - 1 - p``, with the flipped transposed kernel (im2col + GEMM).
-    All columns are made a few samples at a time in small per-thread buffers that stay in cache.
     """
-    if "xt" not in ws.meta:
-        raise CNNError("conv2d_backward called before conv2d_forward: no forward input to reuse")
+    if "x_shape" not in ws.meta:
+        raise CNNError("conv2d_backward called before conv2d_forward: no forward columns to reuse")
     n, c, h, w = ws.meta["x_shape"]
-    xt = ws.meta["xt"]
     o, _, kh, kw = weight.shape
     if grad_bias is not None:
         grad_bias[...] = grad_out.sum(axis=(0, 2, 3))
     oh, ow = grad_out.shape[2:]
     dyt = channel_major(grad_out)
     dy2 = dyt.reshape(o, n * oh * ow)
+    cols = ws.get("cols", (c, kh, kw, n, oh, ow), weight.dtype, zero=True).reshape(c * kh * kw, n * oh * ow)
     dxt = empty((c, n, h, w), weight.dtype) if input_grad else None
     transposed = stride == (1, 1) and padding[0] < kh and padding[1] < kw and o <= 2 * c
     if transposed:
         tpad = (kh - 1 - padding[0], kw - 1 - padding[1])
         wt2 = _flipped_transposed(weight).reshape(c, -1)
-        dx_block = (o, kh, kw, h, w)  # columns of dY for one sample, per output pixel of dx
+        block_shape = (o, kh, kw, h, w)  # columns of dY for one sample, per output pixel of dx
     else:
         w2t = np.ascontiguousarray(weight.reshape(o, -1).T)
-        dx_block = (c, kh, kw, oh, ow)  # dcols for one sample
-    per_sample = (int(np.prod(dx_block)) if input_grad else 0) + c * kh * kw * oh * ow
-    chunk = _samples_per_chunk(per_sample * weight.itemsize, n)
+        block_shape = (c, kh, kw, oh, ow)  # dcols for one sample
+    # The input-gradient columns are produced and consumed a few samples at a time, in a small buffer
+    # per thread that stays in cache, instead of one buffer the size of the forward columns.
+    per_sample = int(np.prod(block_shape)) * weight.itemsize
+    chunk = max(1, min(n, _BLOCK_BYTES // per_sample))
 
-    def work(lo: int, hi: int) -> np.ndarray:
-        size = min(chunk, hi - lo)
-        cols_buf = ws.get(f"cols@{lo}", (c, kh, kw, size, oh, ow), weight.dtype, zero=True)
-        if input_grad:
-            dx_buf = ws.get(f"dx_cols@{lo}", (*dx_block[:3], size, *dx_block[3:]), weight.dtype, zero=True)
-        dw2t = np.zeros((c * kh * kw, o), weight.dtype)  # this block's dW2^T (K, O)
+    def input_work(lo: int, hi: int) -> None:
+        shape = (*block_shape[:3], min(chunk, hi - lo), *block_shape[3:])
+        buf6 = ws.get(f"dx_cols@{lo}", shape, weight.dtype, zero=True)
         for s0 in range(lo, hi, chunk):
             s1 = min(hi, s0 + chunk)
-            out_block = slice(s0 * oh * ow, s1 * oh * ow)
-            # dW2^T += cols^T-part: computed transposed, which OpenBLAS runs ~10% faster.
-            cols6 = cols_buf[:, :, :, : s1 - s0]
-            _im2col_into(xt[:, s0:s1], cols6, (kh, kw), stride, padding)
-            dw2t += cols6.reshape(c * kh * kw, -1) @ dy2[:, out_block].T
-            if not input_grad:
-                continue
-            b6 = dx_buf[:, :, :, : s1 - s0]
+            b6 = buf6[:, :, :, : s1 - s0]
             b2 = b6.reshape(b6.shape[0] * kh * kw, -1)
             if transposed:
                 _im2col_into(dyt[:, s0:s1], b6, (kh, kw), (1, 1), tpad)
                 np.matmul(wt2, b2, out=dxt.reshape(c, -1)[:, s0 * h * w : s1 * h * w])
             else:
-                np.matmul(w2t, dy2[:, out_block], out=b2)
+                np.matmul(w2t, dy2[:, s0 * oh * ow : s1 * oh * ow], out=b2)
                 _col2im_into(b6, dxt[:, s0:s1], (kh, kw), stride, padding)
-        return dw2t
+
+    def work(lo: int, hi: int) -> np.ndarray:
+        if input_grad:
+            input_work(lo, hi)
+        # This block's share of dW2^T (K, O): computed transposed, which OpenBLAS runs ~10% faster.
+        out_block = slice(lo * oh * ow, hi * oh * ow)
+        return cols[:, out_block] @ dy2[:, out_block].T
 
     partial_dw = parallel(work, n)
     total = partial_dw[0]
@@ -716,7 +704,9 @@ def maxpool2d_forward(
             cand, cur, cur_idx = src[:, :, ri, ci], best[:, :, ro, co], idx[:, :, ro, co]
             better = cand > cur  # strict: an equal later value never displaces the first maximum
             np.maximum(cur, cand, out=cur)
-            cur_idx += better * cur_idx.dtype.type(i * kernel[1] + j) - better * cur_idx
+            # The offsets come in increasing row-major order k, so k exceeds every index stored so
+            # far: "k where better, else unchanged" is max(idx, better * k), one pass fewer.
+            np.maximum(cur_idx, better * cur_idx.dtype.type(i * kernel[1] + j), out=cur_idx)
 
     parallel(work, c)
     cache.update(argmax=argmax, x_shape=x.shape)
@@ -851,7 +841,9 @@ def batchnorm_forward_train(
             np.maximum(y[lo:hi], zeros[lo:hi], out=y[lo:hi])
 
     parallel(work, c)
-    cache.update(centred=centred, inv_std=1.0 / np.sqrt(var + eps), shape=x.shape, relu_out=y if relu else None)
+    cache.update(
+        centred=centred, inv_std=1.0 / np.sqrt(var + eps), shape=x.shape, relu_out=y if relu else None
+    )
     return _from_channel_rows(y, x.shape), mean, var
 
 

@@ -79,6 +79,24 @@ def test_conv2d_kernels_equal_the_loop_reference(rng, threads, shape, k, s, p, o
         np.testing.assert_allclose(db, rdb, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("out_channels", [2, 7])  # both input-gradient paths
+def test_conv2d_backward_without_input_gradient_computes_only_the_parameter_gradients(
+    rng, threads, out_channels
+):
+    x, w, b = (
+        rng.standard_normal((3, 2, 6, 5)),
+        rng.standard_normal((out_channels, 2, 3, 3)),
+        np.zeros(out_channels),
+    )
+    ws = kernels.Workspace()
+    dy = rng.standard_normal(kernels.conv2d_forward(x, w, b, (1, 1), (1, 1), ws).shape)
+    dw, db = np.empty_like(w), np.empty_like(b)
+    assert kernels.conv2d_backward(dy, w, (1, 1), (1, 1), ws, dw, db, input_grad=False) is None
+    _, rdw, rdb = ref.conv2d_backward(x, w, dy, (1, 1), (1, 1))
+    np.testing.assert_allclose(dw, rdw, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db, rdb, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize(("shape", "k", "s", "p"), WINDOW_CASES[:2])
 @pytest.mark.parametrize("out_channels", [2, 7])
 def test_conv2d_backward_in_one_sample_chunks_equals_the_reference(
@@ -145,6 +163,32 @@ def test_batchnorm_kernels_equal_the_loop_reference(rng, threads, shape):
         ry, rdx, rdgamma, rdbeta, rmean, rvar = ref.batchnorm_train(x, gamma, beta, 1e-5, dy)
         for ours, theirs in [
             (y, ry),
+            (dx, rdx),
+            (dgamma, rdgamma),
+            (dbeta, rdbeta),
+            (mean, rmean),
+            (var, rvar),
+        ]:
+            np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5, 3), (7, 5), (2, 9, 1, 1)])
+def test_batchnorm_with_fused_relu_equals_the_reference_then_relu(rng, threads, shape):
+    c = shape[1]
+    gamma, beta = rng.uniform(0.5, 1.5, c), rng.uniform(-0.5, 0.5, c)
+    for x in layouts(rng.standard_normal(shape) * 3 + 2) if len(shape) == 4 else [rng.standard_normal(shape)]:
+        cache: dict = {}
+        y, mean, var = kernels.batchnorm_forward_train(x, gamma, beta, 1e-5, cache, relu=True)
+        dy = rng.standard_normal(shape)
+        dgamma, dbeta = np.empty(c), np.empty(c)
+        dx = kernels.batchnorm_backward_train(dy, gamma, cache, dgamma, dbeta)
+        bn_y = ref.batchnorm_train(x, gamma, beta, 1e-5, dy)[0]
+        mask = bn_y > 0
+        assert 0 < mask.sum() < mask.size
+        # The ReLU's gradient is routed first: the batch norm sees dy * [y > 0].
+        _, rdx, rdgamma, rdbeta, rmean, rvar = ref.batchnorm_train(x, gamma, beta, 1e-5, dy * mask)
+        for ours, theirs in [
+            (y, np.maximum(bn_y, 0)),
             (dx, rdx),
             (dgamma, rdgamma),
             (dbeta, rdbeta),

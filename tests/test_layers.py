@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from gradcheck import numerical_gradient_array, rel_error
 
+from cnn.activations import ReLU
 from cnn.errors import CNNError
 from cnn.layers import (
     AvgPool2D,
@@ -113,6 +114,64 @@ def test_batchnorm_gradients_match_central_differences(rng, layer_cls, shape, tr
     assert input_grad_error(layer, x, dout) < 1e-6
     for name, err in param_grad_errors(layer, x, dout).items():
         assert err < 1e-6, name
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize(("layer_cls", "shape"), [(BatchNorm2D, (4, 3, 5, 3)), (BatchNorm1D, (6, 5))])
+def test_fused_batchnorm_relu_gradients_match_central_differences(rng, layer_cls, shape, training):
+    # forward_relu is max(bn(x), 0) in one pass; its backward takes the gradient of the ReLU's output.
+    layer = layer_cls(shape[1], dtype=np.float64)
+    layer.params["weight"][...] = rng.uniform(0.5, 1.5, shape[1])
+    layer.params["bias"][...] = rng.uniform(-0.5, 0.5, shape[1])
+    layer.buffers["running_mean"][...] = rng.standard_normal(shape[1])
+    layer.buffers["running_var"][...] = rng.uniform(0.5, 2.0, shape[1])
+    layer.train(training)
+    x = rng.standard_normal(shape) * 2.0 + 0.5
+    dout = rng.standard_normal(shape)
+    y = layer.forward_relu(x)
+    assert 0 < np.count_nonzero(y) < y.size  # the ReLU both passes and blocks some units
+    analytic = layer.backward(dout)
+    grads = {k: g.copy() for k, g in layer.grads.items()}
+    assert rel_error(analytic, numerical_gradient_array(lambda: layer.forward_relu(x), x, dout, h=H)) < 1e-6
+    for name, p in layer.params.items():
+        numeric = numerical_gradient_array(lambda: layer.forward_relu(x), p, dout, h=H)
+        assert rel_error(grads[name], numeric) < 1e-6, name
+
+
+@pytest.mark.parametrize(("layer_cls", "shape"), [(BatchNorm2D, (4, 3, 5, 3)), (BatchNorm1D, (6, 5))])
+def test_fused_batchnorm_relu_equals_batchnorm_then_relu_over_training_steps_then_eval(rng, layer_cls, shape):
+    fused, plain = layer_cls(shape[1], dtype=np.float64), layer_cls(shape[1], dtype=np.float64)
+    relu = ReLU()
+    for layer in (fused, plain):
+        layer.params["bias"][...] = np.linspace(-0.5, 0.5, shape[1])
+    for mode in [True] * 3 + [False] * 2:
+        fused.train(mode), plain.train(mode)
+        x, dout = rng.standard_normal(shape) * 2.0 + 0.5, rng.standard_normal(shape)
+        y = fused.forward_relu(x)
+        np.testing.assert_allclose(y, relu.forward(plain.forward(x)), rtol=1e-13, atol=1e-15)
+        dx, ref_dx = fused.backward(dout), plain.backward(relu.backward(dout))
+        np.testing.assert_allclose(dx, ref_dx, rtol=1e-11, atol=1e-13)
+        for name in ("weight", "bias"):
+            np.testing.assert_allclose(fused.grads[name], plain.grads[name], rtol=1e-11, atol=1e-13)
+        for name, buf in plain.buffers.items():
+            np.testing.assert_array_equal(fused.buffers[name], buf)
+        # A plain forward after a fused one is plain again: no ReLU mask left behind.
+        np.testing.assert_allclose(fused.forward(x), plain.forward(x), rtol=1e-13, atol=1e-15)
+        fused.backward(dout), plain.backward(dout)
+        np.testing.assert_allclose(fused.grads["bias"], plain.grads["bias"], rtol=1e-11, atol=1e-13)
+
+
+def test_conv2d_without_input_gradient_returns_none_and_the_same_parameter_gradients(rng):
+    shape = (3, 2, 7, 6)
+    a, b = Conv2D(2, 4, 3, padding=1, dtype=np.float64), Conv2D(2, 4, 3, padding=1, dtype=np.float64)
+    b.params["weight"][...] = a.params["weight"]
+    b.needs_input_grad = False
+    x, dout = rng.standard_normal(shape), rng.standard_normal((3, 4, 7, 6))
+    a.forward(x), b.forward(x)
+    assert a.backward(dout).shape == shape
+    assert b.backward(dout) is None
+    for name in a.grads:
+        np.testing.assert_array_equal(b.grads[name], a.grads[name])
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -94,6 +94,71 @@ def test_sequential_names_and_chains_its_layers() -> None:
     assert seq.backward(np.ones((5, 2))).shape == (5, 4)
 
 
+def test_sequential_fuses_batchnorm_and_relu_with_the_same_results_and_names() -> None:
+    rng = np.random.default_rng(0)
+
+    def build() -> Sequential:
+        r = np.random.default_rng(1)
+        return Sequential(
+            [
+                Conv2D(2, 3, 3, padding=1, dtype=np.float64, rng=r),
+                BatchNorm2D(3, dtype=np.float64),
+                ReLU(),
+                Flatten(),
+                Dense(3 * 5 * 4, 4, dtype=np.float64, rng=r),
+                BatchNorm1D(4, dtype=np.float64),
+                ReLU(),
+            ]
+        )
+
+    fused, plain = build(), build()
+    assert list(fused.params) == [
+        "0.weight",
+        "0.bias",
+        "1.weight",
+        "1.bias",
+        "4.weight",
+        "4.bias",
+        "5.weight",
+        "5.bias",
+    ]
+    calls: list[str] = []
+    fused[1].forward_relu = lambda x, f=fused[1].forward_relu: calls.append("bn+relu") or f(x)
+    x, dout = rng.standard_normal((6, 2, 5, 4)), rng.standard_normal((6, 4))
+    y = fused.forward(x)
+    assert calls == ["bn+relu"]  # the pair ran fused ...
+    ref = x
+    for layer in plain:  # ... and gives what the layers give one after another
+        ref = layer.forward(ref)
+    np.testing.assert_allclose(y, ref, rtol=1e-13, atol=1e-15)
+    dx, ref_dx = fused.backward(dout), dout
+    for layer in reversed(plain.layers):
+        ref_dx = layer.backward(ref_dx)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-11, atol=1e-13)
+    for name, g in plain.grads.items():
+        np.testing.assert_allclose(fused.grads[name], g, rtol=1e-11, atol=1e-13, err_msg=name)
+
+
+def test_backward_without_input_gradient_returns_none_with_the_same_parameter_gradients() -> None:
+    model = CNN(**TINY, dtype=np.float64)
+    rng = np.random.default_rng(2)
+    x, y, ce = rng.standard_normal((4, 1, 8, 8)), rng.integers(0, 3, 4), CrossEntropyLoss()
+
+    def step(input_grad: bool) -> np.ndarray | None:
+        for layer in model.features.layers + model.classifier.layers:
+            if hasattr(layer, "rng"):
+                layer.rng = np.random.default_rng(5)  # the same dropout masks every time
+        ce.forward(model.forward(x), y)
+        return model.backward(ce.backward(), input_grad=input_grad)
+
+    dx = step(True)
+    grads = [g.copy() for _, g in model.parameters()]
+    assert step(False) is None
+    for (_, g), ref in zip(model.parameters(), grads):
+        np.testing.assert_array_equal(g, ref)
+    np.testing.assert_array_equal(step(True), dx)  # the default computes dx again
+
+
 def test_parameters_are_the_live_arrays_an_optimizer_updates() -> None:
     model = CNN(**TINY, dtype=np.float64)
     pairs = model.parameters()

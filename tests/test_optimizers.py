@@ -104,6 +104,30 @@ def test_float32_parameters_keep_float32_state_and_match_torch(cls, kw):
     assert arrays and all(v.dtype == np.float32 for v in arrays)
 
 
+@pytest.mark.parametrize(
+    ("cls", "kw"), [c for c in CASES if c[0] is not SGD], ids=[i for i in IDS if "SGD" not in i]
+)
+def test_adam_split_over_the_kernel_threads_is_exact_and_matches_torch(cls, kw):
+    # Large enough that the element-wise update is split over the thread pool (blocks of >= 32768).
+    from cnn import kernels
+
+    rng = np.random.default_rng(3)
+    shapes = [(300, 400), (7,), (50_000,)]
+    params = [rng.standard_normal(s) for s in shapes]
+    grad_seq = [[rng.standard_normal(s) for s in shapes] for _ in range(3)]
+    before = kernels.get_num_threads()
+    try:
+        kernels.set_num_threads(1)
+        serial, _ = _run_numpy(cls, kw, params, grad_seq)
+        kernels.set_num_threads(2)
+        split, _ = _run_numpy(cls, kw, params, grad_seq)
+    finally:
+        kernels.set_num_threads(before)
+    for a, b, t in zip(serial, split, _run_torch(cls, kw, params, grad_seq)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(b, t, rtol=1e-12, atol=1e-15)
+
+
 def test_parameters_are_updated_in_place_and_gradients_are_left_untouched():
     params, grad_seq = _problem(3)
     grads = [g.copy() for g in grad_seq[0]]
