@@ -177,7 +177,7 @@ class TrainConfig:
     device: str = "auto"
     dtype: DType = DType.float32
     deterministic: bool = True
-    channels_last: bool = False
+    channels_last: bool | None = None  # None: on for the CPU (faster there), off on GPUs
     compile: bool = False
     amp: bool = False
     resume: bool = False
