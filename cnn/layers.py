@@ -245,6 +245,19 @@ class MaxPool2D(_Pool2D):
         self._check_input(x)
         return kernels.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding, self._cache)
 
+    def forward_dropout(self, x: np.ndarray, dropout: Dropout2D) -> np.ndarray:
+        """``dropout.forward(self.forward(x))`` in one pass: the pooled channel blocks are scaled by the
+        dropout's mask (drawn by ``dropout`` from its own ``rng``, as its forward would) while in cache
+        (what :class:`cnn.model.Sequential` runs for a max-pool followed by a ``Dropout2D``). The next
+        :meth:`backward` then takes the gradient of the dropout's output."""
+        self._check_input(x)
+        # The mask depends only on the output's shape and dtype: a broadcast view of one zero carries them.
+        pooled = np.broadcast_to(np.zeros((), x.dtype), (x.shape[0], *self.output_shape(x.shape[1:])))
+        mask = dropout.draw_mask(pooled)
+        return kernels.maxpool2d_forward(
+            x, self.kernel_size, self.stride, self.padding, self._cache, scale=mask
+        )
+
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         return kernels.maxpool2d_backward(grad_out, self.kernel_size, self.stride, self.padding, self._cache)
 
@@ -457,13 +470,19 @@ class _DropoutBase(Layer):
     def _mask_shape(self, x: np.ndarray) -> tuple[int, ...]:
         raise NotImplementedError
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def draw_mask(self, x: np.ndarray) -> np.ndarray | None:
+        """Draw (and keep for :meth:`backward`) the mask for the input ``x`` (only its shape and dtype
+        are read); None in eval mode or with ``p == 0``, where the layer is the identity."""
         if not self.training or self.p == 0.0:
             self._mask = None
-            return x
+            return None
         dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float64)
         self._mask = kernels.dropout_mask(self._mask_shape(x), self.p, dtype, self.rng)
-        return x * self._mask
+        return self._mask
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        mask = self.draw_mask(x)
+        return x if mask is None else x * mask
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         return grad_out if self._mask is None else grad_out * self._mask

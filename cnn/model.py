@@ -76,10 +76,18 @@ __all__ = ["CNN", "Sequential"]
 #: the GEMMs efficient, small enough that the im2col columns of a batch stay ~100 MB (seed network).
 EVAL_BATCH_SIZE = 128
 
+_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
 
 def _fuses_relu(layer: Layer, following: Layer | None) -> bool:
     """Whether ``layer`` and the ``following`` one run fused: a batch norm and exactly a ReLU."""
     return isinstance(layer, (BatchNorm1D, BatchNorm2D)) and type(following) is ReLU
+
+
+def _fuses_dropout(layer: Layer, following: Layer | None, x: np.ndarray) -> bool:
+    """Whether ``layer`` and the ``following`` one run fused: a max-pool and exactly a ``Dropout2D`` on a
+    floating-point input (the mask's dtype is then the pooled output's)."""
+    return type(layer) is MaxPool2D and type(following) is Dropout2D and getattr(x, "dtype", None) in _FLOATS
 
 
 class Sequential(Layer):
@@ -120,14 +128,19 @@ class Sequential(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         # A batch norm followed by a ReLU runs as one fused layer (BatchNorm.forward_relu: one pass over
-        # the data instead of two); the ReLU layer stays in the list, so names and state_dict keys
+        # the data instead of two), and so does a max-pool followed by a Dropout2D
+        # (MaxPool2D.forward_dropout); the second layer stays in the list, so names and state_dict keys
         # are unchanged. The layers that ran are recorded for backward.
         ran: list[Layer] = []
         i, layers = 0, self.layers
         while i < len(layers):
             layer = layers[i]
-            if _fuses_relu(layer, layers[i + 1] if i + 1 < len(layers) else None):
+            following = layers[i + 1] if i + 1 < len(layers) else None
+            if _fuses_relu(layer, following):
                 x = layer.forward_relu(x)  # type: ignore[attr-defined]
+                i += 2
+            elif _fuses_dropout(layer, following, x):
+                x = layer.forward_dropout(x, following)  # type: ignore[attr-defined]
                 i += 2
             else:
                 x = layer.forward(x)

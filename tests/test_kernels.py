@@ -27,9 +27,12 @@ THREADS = [1, 2, 3]
 
 
 @pytest.fixture(params=THREADS, ids=lambda n: f"{n}threads")
-def threads(request):
+def threads(request, monkeypatch):
+    """Run with 1, 2 and 3 threads; the small test arrays are split too (the kernels otherwise run
+    work below ``kernels._MIN_TASK`` elements per thread inline)."""
     before = kernels.get_num_threads()
     kernels.set_num_threads(request.param)
+    monkeypatch.setattr(kernels, "_MIN_TASK", 1)
     yield request.param
     kernels.set_num_threads(before)
 
@@ -137,6 +140,32 @@ def test_maxpool_kernels_equal_the_loop_reference_with_ties(rng, threads, shape,
         np.testing.assert_array_equal(y, ry)
         np.testing.assert_allclose(
             kernels.maxpool2d_backward(dy, k, s, p, cache), rdx, rtol=1e-13, atol=1e-15
+        )
+
+
+@pytest.mark.parametrize(("shape", "k", "s", "p"), POOL_CASES)
+def test_maxpool_with_a_channel_scale_equals_the_reference_pool_times_the_scale(rng, threads, shape, k, s, p):
+    # The fused max-pool + Dropout2D: y = maxpool(x) * scale[n, c], dx = maxpool_backward(dy * scale).
+    scale = rng.choice([0.0, 2.0], size=(shape[0], shape[1], 1, 1))
+    for x in layouts(np.round(rng.standard_normal(shape), 1)):
+        cache: dict = {}
+        y = kernels.maxpool2d_forward(x, k, s, p, cache, scale=scale)
+        dy = rng.standard_normal(y.shape)
+        ry, rdx = ref.maxpool2d(x, k, s, p, dy * scale)
+        np.testing.assert_array_equal(y, ry * scale)
+        np.testing.assert_allclose(
+            kernels.maxpool2d_backward(dy, k, s, p, cache), rdx, rtol=1e-13, atol=1e-15
+        )
+        kernels.maxpool2d_forward(x, k, s, p, cache)  # a plain forward after a scaled one is plain again
+        np.testing.assert_allclose(
+            kernels.maxpool2d_backward(dy, k, s, p, cache), ref.maxpool2d(x, k, s, p, dy)[1]
+        )
+
+
+def test_maxpool_scale_of_the_wrong_shape_is_a_clear_error(rng):
+    with pytest.raises(CNNError, match=r"scale must have shape \(2, 3, 1, 1\)"):
+        kernels.maxpool2d_forward(
+            rng.standard_normal((2, 3, 4, 4)), (2, 2), (2, 2), (0, 0), {}, np.ones((2, 3))
         )
 
 
@@ -334,3 +363,13 @@ def test_a_forked_child_gets_a_working_pool(monkeypatch):
 def test_set_num_threads_rejects_nonsense():
     with pytest.raises(CNNError, match="positive int"):
         kernels.set_num_threads(0)
+
+
+def test_work_below_the_dispatch_threshold_runs_inline(monkeypatch):
+    # A worker's wake-up costs more than ~64K elements of NumPy work: small layers (the classifier's
+    # (N, 128) batch norm at batch 32) run in one block, per-channel work of a conv layer is split.
+    monkeypatch.setattr(kernels, "_num_threads", 2)
+    small = kernels.parallel(lambda lo, hi: (lo, hi), 128, min_block=kernels._min_block(32))
+    large = kernels.parallel(lambda lo, hi: (lo, hi), 32, min_block=kernels._min_block(32 * 28 * 28))
+    assert small == [(0, 128)]
+    assert large == [(0, 16), (16, 32)]

@@ -161,6 +161,42 @@ def test_fused_batchnorm_relu_equals_batchnorm_then_relu_over_training_steps_the
         np.testing.assert_allclose(fused.grads["bias"], plain.grads["bias"], rtol=1e-11, atol=1e-13)
 
 
+@pytest.mark.parametrize(("k", "s", "p"), [(2, 2, 0), (3, 2, 1)])
+def test_fused_maxpool_dropout2d_gradient_matches_central_differences(rng, k, s, p):
+    # forward_dropout is Dropout2D(MaxPool2D(x)) in one pass; its backward takes the gradient of the
+    # dropout's output. The mask is re-drawn from the same seed on each call, so the function is fixed.
+    pool, drop = MaxPool2D(k, s, p), Dropout2D(0.5)
+    x, seed = rng.standard_normal((3, 4, 7, 6)), 5
+
+    def fused() -> np.ndarray:
+        drop.rng = np.random.default_rng(seed)
+        return pool.forward_dropout(x, drop)
+
+    y = fused()
+    assert 0 < np.count_nonzero(drop._mask) < drop._mask.size  # some maps dropped, some kept
+    dout = rng.standard_normal(y.shape)
+    analytic = pool.backward(dout)
+    assert rel_error(analytic, numerical_gradient_array(fused, x, dout, h=H)) < 1e-6
+
+
+@pytest.mark.parametrize("p", [0.0, 0.4])
+def test_fused_maxpool_dropout2d_equals_maxpool_then_dropout2d_in_training_and_eval(rng, p):
+    fused_pool, fused_drop = MaxPool2D(2), Dropout2D(p, rng=np.random.default_rng(7))
+    pool, drop = MaxPool2D(2), Dropout2D(p, rng=np.random.default_rng(7))
+    for mode in [True, True, False]:
+        fused_drop.train(mode), drop.train(mode)
+        x = rng.standard_normal((5, 3, 6, 8)).astype(np.float32)  # float32: the mask's dtype too
+        y, ref = fused_pool.forward_dropout(x, fused_drop), drop.forward(pool.forward(x))
+        assert y.dtype == ref.dtype == np.float32
+        np.testing.assert_array_equal(y, ref)  # the same draws from the same rng, the same products
+        dout = rng.standard_normal(y.shape).astype(np.float32)
+        np.testing.assert_array_equal(fused_pool.backward(dout), pool.backward(drop.backward(dout)))
+        # The dropout layer keeps its mask, and a plain pool forward after a fused one is plain again.
+        np.testing.assert_array_equal(fused_drop.backward(dout), drop.backward(dout))
+        np.testing.assert_array_equal(fused_pool.forward(x), pool.forward(x))
+        np.testing.assert_array_equal(fused_pool.backward(dout), pool.backward(dout))
+
+
 def test_conv2d_without_input_gradient_returns_none_and_the_same_parameter_gradients(rng):
     shape = (3, 2, 7, 6)
     a, b = Conv2D(2, 4, 3, padding=1, dtype=np.float64), Conv2D(2, 4, 3, padding=1, dtype=np.float64)

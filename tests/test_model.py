@@ -139,6 +139,45 @@ def test_sequential_fuses_batchnorm_and_relu_with_the_same_results_and_names() -
         np.testing.assert_allclose(fused.grads[name], g, rtol=1e-11, atol=1e-13, err_msg=name)
 
 
+def test_sequential_fuses_maxpool_and_dropout2d_with_the_same_results_and_names() -> None:
+    rng = np.random.default_rng(3)
+
+    def build() -> Sequential:
+        r = np.random.default_rng(1)
+        return Sequential(
+            [
+                Conv2D(2, 3, 3, padding=1, dtype=np.float64, rng=r),
+                MaxPool2D(2),
+                Dropout2D(0.5, rng=np.random.default_rng(4)),
+                Flatten(),
+                Dense(3 * 3 * 2, 4, dtype=np.float64, rng=r),
+            ]
+        )
+
+    fused, plain = build(), build()
+    assert list(fused.params) == ["0.weight", "0.bias", "4.weight", "4.bias"]
+    calls: list[str] = []
+    fused[1].forward_dropout = lambda x, d, f=fused[1].forward_dropout: (
+        calls.append("pool+dropout") or f(x, d)
+    )
+    for mode in (True, False):
+        fused.train(mode), plain.train(mode)
+        x, dout = rng.standard_normal((6, 2, 6, 5)), rng.standard_normal((6, 4))
+        y = fused.forward(x)
+        assert calls == ["pool+dropout"]  # the pair ran fused (also in eval: the dropout is the identity)
+        calls.clear()
+        ref = x
+        for layer in plain:  # ... and gives what the layers give one after another
+            ref = layer.forward(ref)
+        np.testing.assert_allclose(y, ref, rtol=1e-13, atol=1e-15)
+        dx, ref_dx = fused.backward(dout), dout
+        for layer in reversed(plain.layers):
+            ref_dx = layer.backward(ref_dx)
+        np.testing.assert_allclose(dx, ref_dx, rtol=1e-11, atol=1e-13)
+        for name, g in plain.grads.items():
+            np.testing.assert_allclose(fused.grads[name], g, rtol=1e-11, atol=1e-13, err_msg=name)
+
+
 def test_backward_without_input_gradient_returns_none_with_the_same_parameter_gradients() -> None:
     model = CNN(**TINY, dtype=np.float64)
     rng = np.random.default_rng(2)
