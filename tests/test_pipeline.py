@@ -185,6 +185,18 @@ def test_repro_again_does_nothing(repo, env, first_repro):
     assert len(_runs(repo)) == before
 
 
+def test_switching_resume_on_after_a_finished_run_retrains_nothing(repo, env, first_repro):
+    # train.resume changes how a result is reached, not the result: it is not a DVC param.
+    before = len(_runs(repo))
+    try:
+        _run([sys.executable, "-m", "cnn.pipeline", "compose", "train.resume=true"], repo, env)
+        again = _run([str(VENV_BIN / "dvc"), "repro"], repo, env)
+        assert "Running stage" not in again.stdout
+    finally:
+        _run([sys.executable, "-m", "cnn.pipeline", "compose"], repo, env)
+    assert len(_runs(repo)) == before
+
+
 def test_exp_run_with_a_new_learning_rate_retrains_both_frameworks(repo, env, first_repro):
     old_lock = yaml.safe_load((repo / "dvc.lock").read_text())
     exp = _run([str(VENV_BIN / "dvc"), "exp", "run", "-S", f"optimizer.lr={NEW_LR}"], repo, env, timeout=600)
