@@ -22,11 +22,8 @@ optimizer/scheduler state with their arrays under ``optimizer/<i>`` and ``schedu
 
 from __future__ import annotations
 
-import math
 import os
 import sys
-import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,22 +47,19 @@ from cnn.layers import (
 )
 from cnn.losses import CrossEntropyLoss
 from cnn.training import (
-    CallbackList,
+    FitOptions,
     History,
-    InterruptGuard,
-    ProgressBar,
-    batch_order,
-    check_finite_loss,
+    build_scheduler,
+    check_fit_arguments,
     check_format,
-    count_batches,
     decode_json,
     encode_json,
     format_members,
     pack_state,
     read_npz,
     rng_state,
+    run_training,
     set_rng_state,
-    step_scheduler,
     unpack_state,
     write_npz_atomic,
 )
@@ -455,151 +449,49 @@ class CNN:
             CheckpointError: ``resume`` with a checkpoint that is corrupt or from another run set-up.
         """
         from cnn.optimizers import make_optimizer
+        from cnn.schedulers import make_scheduler
 
-        epochs, batch_size, verbose = int(epochs), int(batch_size), int(verbose)
-        if epochs < 1:
-            raise ConfigError(f"fit: epochs must be >= 1, got {epochs}")
-        if batch_size < 1:
-            raise ConfigError(f"fit: batch_size must be >= 1, got {batch_size}")
+        epochs, batch_size, verbose = check_fit_arguments(epochs, batch_size, verbose)
         X, y = self._check_data(X, y, "X", "y")
-        n = len(y)
         if validation_data is not None:
-            X_val, y_val = self._check_data(*validation_data, "validation X", "validation y")
+            validation_data = self._check_data(*validation_data, "validation X", "validation y")
         seed = self.seed if seed is None else int(seed)
         loss_fn = CrossEntropyLoss() if loss is None else loss
-
         if isinstance(optimizer, str):
             opt = make_optimizer(
                 optimizer, self.parameters(), lr=learning_rate, **dict(optimizer_kwargs or {})
             )
         else:
             opt = optimizer
-        if scheduler is None:
-            sched = None
-        elif isinstance(scheduler, str):
-            from cnn.schedulers import make_scheduler
+        sched = build_scheduler(scheduler, opt, make_scheduler, scheduler_kwargs)
 
-            sched = make_scheduler(scheduler, opt, **dict(scheduler_kwargs or {}))
-        elif callable(scheduler) and not hasattr(scheduler, "step"):
-            sched = scheduler(opt)
-        else:
-            sched = scheduler
+        def forward(xb: np.ndarray, yb: np.ndarray) -> tuple[float, int]:
+            logits = self.forward(xb)
+            batch_loss = loss_fn.forward(logits, yb)
+            # Counted before backward: layers may reuse their buffers from here on.
+            return batch_loss, int(np.count_nonzero(logits.argmax(axis=1) == yb))
 
-        num_batches = count_batches(n, batch_size)
-        run_key = {
-            "n": n,
-            "batch_size": batch_size,
-            "seed": seed,
-            "shuffle": bool(shuffle),
-            "labels_crc32": zlib.crc32(np.ascontiguousarray(y).tobytes()),
-            "optimizer": type(opt).__name__,
-            "scheduler": None if sched is None else type(sched).__name__,
-        }
-        history = History()
-        start_epoch, start_batch, partial = 1, 0, None
-        if checkpoint_path is not None:
-            checkpoint_path = Path(checkpoint_path)
-        if resume:
-            if checkpoint_path is None:
-                raise ConfigError("fit: resume=True needs a checkpoint_path")
-            if checkpoint_path.exists():
-                start_epoch, start_batch, partial, history = self._restore_training(
-                    checkpoint_path, opt, sched, run_key
-                )
-                if verbose:
-                    print(
-                        f"resuming from {checkpoint_path}: epoch {start_epoch}, "
-                        f"batch {start_batch}/{num_batches}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-            elif verbose:
-                print(
-                    f"no checkpoint at {checkpoint_path}: starting from epoch 1", file=sys.stderr, flush=True
-                )
+        def step() -> None:
+            self.backward(loss_fn.backward(), input_grad=False)
+            opt.step()
 
-        cbs = CallbackList(callbacks)
-        was_training = self.training
-        self.train()
-        try:
-            with InterruptGuard() as guard:
-                for epoch in range(start_epoch, epochs + 1):
-                    lr = float(opt.lr)
-                    order = batch_order(n, batch_size, epoch, seed, shuffle) if shuffle else None
-                    bar = ProgressBar(num_batches, epoch, epochs, verbose, initial=start_batch)
-                    loss_sum, correct, seen, elapsed = (
-                        (partial["loss_sum"], partial["correct"], partial["seen"], partial["elapsed"])
-                        if partial
-                        else (0.0, 0, 0, 0.0)
-                    )
-                    t0 = time.perf_counter()
-                    for b in range(start_batch, num_batches):
-                        if order is None:  # contiguous batches: views, no copy
-                            xb, yb = (
-                                X[b * batch_size : (b + 1) * batch_size],
-                                y[b * batch_size : (b + 1) * batch_size],
-                            )
-                        else:
-                            idx = order[b]
-                            xb, yb = X[idx], y[idx]
-                        logits = self.forward(xb)
-                        batch_loss = loss_fn.forward(logits, yb)
-                        if not math.isfinite(batch_loss):
-                            bar.abandon()
-                            check_finite_loss(batch_loss, epoch, b + 1, num_batches, float(opt.lr))
-                        # Counted before backward: layers may reuse their buffers from here on.
-                        correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
-                        self.backward(loss_fn.backward(), input_grad=False)
-                        opt.step()
-                        m = len(yb)
-                        loss_sum += batch_loss * m
-                        seen += m
-                        bar.update(loss_sum / seen, correct / seen)
-                        if guard.requested and b + 1 < num_batches:
-                            # Mid-epoch stop: everything needed to replay the rest of the epoch exactly.
-                            elapsed += time.perf_counter() - t0
-                            bar.abandon()
-                            if checkpoint_path is not None:
-                                part = {
-                                    "loss_sum": loss_sum,
-                                    "correct": correct,
-                                    "seen": seen,
-                                    "elapsed": elapsed,
-                                }
-                                self._save_training(
-                                    checkpoint_path, opt, sched, run_key, history, epoch - 1, b + 1, part
-                                )
-                            raise guard.interrupted(checkpoint_path, epoch, b + 1, num_batches)
-                    t_trained = time.perf_counter()
-                    val_loss = val_acc = None
-                    if validation_data is not None:
-                        val = self.evaluate(X_val, y_val)
-                        val_loss, val_acc = val["loss"], val["accuracy"]
-                        self.train()
-                    history.append(
-                        loss=loss_sum / seen,
-                        accuracy=correct / seen,
-                        val_loss=val_loss,
-                        val_accuracy=val_acc,
-                        lr=lr,
-                        epoch_time=elapsed + (time.perf_counter() - t0),
-                    )
-                    logs = history.last()
-                    step_scheduler(sched, logs)
-                    if checkpoint_path is not None:
-                        self._save_training(checkpoint_path, opt, sched, run_key, history, epoch, 0, None)
-                    bar.close(logs)
-                    # Throughput of this process's share of the epoch (a resumed epoch counts its rest).
-                    seen_here = seen - (partial["seen"] if partial else 0)
-                    logs["samples_per_sec"] = seen_here / max(t_trained - t0, 1e-9)
-                    cbs.on_epoch_end(epoch, logs)
-                    start_batch, partial = 0, None
-                    if guard.requested:
-                        raise guard.interrupted(checkpoint_path, epoch, num_batches, num_batches)
-            cbs.on_train_end(history)
-        finally:
-            self.train(was_training)
-        return history
+        return run_training(
+            FitOptions(epochs, batch_size, shuffle, seed, verbose, callbacks, checkpoint_path, resume),
+            model=self,
+            # A slice gives views (no copy), an index array a gathered copy.
+            get_batch=lambda rows: (X[rows], y[rows]),
+            forward=forward,
+            step=step,
+            optimizer=opt,
+            get_lr=lambda: float(opt.lr),
+            scheduler=sched,
+            y=y,
+            message_file=sys.stderr,
+            validation_data=validation_data,
+            evaluate=self.evaluate,
+            save_checkpoint=self._save_training,
+            restore_checkpoint=self._restore_training,
+        )
 
     def _check_data(
         self, X: ArrayLike, y: ArrayLike, xname: str, yname: str

@@ -31,11 +31,8 @@ partial sums), so a resumed run ends with the numbers of an uninterrupted one. I
 
 from __future__ import annotations
 
-import math
 import os
-import time
 import warnings
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from pathlib import Path
@@ -55,14 +52,11 @@ from cnn.torch_model import (
     read_checkpoint,
 )
 from cnn.training import (
-    CallbackList,
+    FitOptions,
     History,
-    InterruptGuard,
-    ProgressBar,
-    batch_order,
-    check_finite_loss,
-    count_batches,
-    step_scheduler,
+    build_scheduler,
+    check_fit_arguments,
+    run_training,
 )
 
 __all__ = [
@@ -427,14 +421,10 @@ class TorchTrainer:
             TrainingInterrupted: SIGINT/SIGTERM, after writing the checkpoint (when a path was given).
             CheckpointError: ``resume`` from a corrupt checkpoint or one of another run set-up.
         """
-        epochs, batch_size, verbose = int(epochs), int(batch_size), int(verbose)
-        if epochs < 1:
-            raise ConfigError(f"fit: epochs must be >= 1, got {epochs}")
-        if batch_size < 1:
-            raise ConfigError(f"fit: batch_size must be >= 1, got {batch_size}")
+        epochs, batch_size, verbose = check_fit_arguments(epochs, batch_size, verbose)
         X, y = self._check_data(X, y, "X", "y")
         if validation_data is not None:
-            X_val, y_val = self._check_data(*validation_data, "validation X", "validation y")
+            validation_data = self._check_data(*validation_data, "validation X", "validation y")
         n = len(y)
         seed = self.seed if seed is None else int(seed)
         loss_fn = F.cross_entropy if loss is None else loss
@@ -448,16 +438,8 @@ class TorchTrainer:
             )
         else:
             opt = optimizer
-        if scheduler is None:
-            sched = None
-        elif isinstance(scheduler, str):  # 'none' with warmup_epochs > 0 is a warm-up alone
-            sched = make_torch_scheduler(scheduler, opt, **dict(scheduler_kwargs or {}))
-        elif callable(scheduler) and not hasattr(scheduler, "step"):
-            sched = scheduler(opt)
-        else:
-            sched = scheduler
-
-        num_batches = count_batches(n, batch_size)
+        # A name: 'none' with warmup_epochs > 0 is a warm-up alone.
+        sched = build_scheduler(scheduler, opt, make_torch_scheduler, scheduler_kwargs)
         if self.model.config.use_batchnorm and self.model.config.dense_units and 1 in (batch_size, n):
             # BatchNorm1d has no variance to normalise by in a one-sample batch (torch refuses it);
             # batch_order already folds a trailing one-sample batch into the one before it.
@@ -465,119 +447,42 @@ class TorchTrainer:
                 f"fit: a batch would hold 1 sample (N={n}, batch_size={batch_size}), which BatchNorm1d "
                 f"cannot normalise; use batch_size >= 2"
             )
-        run_key = {
-            "n": n,
-            "batch_size": batch_size,
-            "seed": seed,
-            "shuffle": bool(shuffle),
-            "labels_crc32": zlib.crc32(y.tobytes()),
-            "optimizer": type(opt).__name__,
-            "scheduler": None if sched is None else type(sched).__name__,
-        }
-        history = History()
-        start_epoch, start_batch, partial = 1, 0, None
-        ckpt = None if checkpoint_path is None else Path(checkpoint_path)
-        if resume:
-            if ckpt is None:
-                raise ConfigError("fit: resume=True needs a checkpoint_path")
-            if ckpt.exists():
-                start_epoch, start_batch, partial, history = self._restore_training(ckpt, opt, sched, run_key)
-                if verbose:
-                    print(
-                        f"resuming from {ckpt}: epoch {start_epoch}, batch {start_batch}/{num_batches}",
-                        flush=True,
-                    )
-            elif verbose:
-                print(f"no checkpoint at {ckpt}: starting from epoch 1", flush=True)
 
         X_dev, y_dev = self._stage(X), self._stage(y)
-        cbs = CallbackList(callbacks)
-        was_training = model.training
-        model.train()
-        try:
-            with InterruptGuard() as guard:
-                for epoch in range(start_epoch, epochs + 1):
-                    lr = float(opt.param_groups[0]["lr"])
-                    order = batch_order(n, batch_size, epoch, seed, shuffle) if shuffle else None
-                    bar = ProgressBar(num_batches, epoch, epochs, verbose, initial=start_batch)
-                    if partial:
-                        loss_sum, correct, seen, elapsed = (
-                            float(partial["loss_sum"]),
-                            int(partial["correct"]),
-                            int(partial["seen"]),
-                            float(partial["elapsed"]),
-                        )
-                    else:
-                        loss_sum, correct, seen, elapsed = 0.0, 0, 0, 0.0
-                    t0 = time.perf_counter()
-                    for b in range(start_batch, num_batches):
-                        if order is None:
-                            sl = slice(b * batch_size, (b + 1) * batch_size)
-                            xb, yb = X_dev[sl], y_dev[sl]
-                        else:
-                            idx = torch.from_numpy(order[b]).to(X_dev.device)
-                            xb, yb = X_dev[idx], y_dev[idx]
-                        xb, yb = self._to_device(xb), self._to_device(yb)
-                        with self._autocast():
-                            logits = self._forward(xb)
-                            batch_loss_t = loss_fn(logits, yb)
-                        batch_loss = float(batch_loss_t.detach())
-                        if not math.isfinite(batch_loss):
-                            bar.abandon()
-                            check_finite_loss(
-                                batch_loss, epoch, b + 1, num_batches, float(opt.param_groups[0]["lr"])
-                            )
-                        opt.zero_grad(set_to_none=True)
-                        batch_loss_t.backward()
-                        opt.step()
-                        m = len(yb)
-                        loss_sum += batch_loss * m
-                        correct += int((logits.argmax(dim=1) == yb).sum())
-                        seen += m
-                        bar.update(loss_sum / seen, correct / seen)
-                        if guard.requested and b + 1 < num_batches:
-                            elapsed += time.perf_counter() - t0
-                            bar.abandon()
-                            if ckpt is not None:
-                                part = {
-                                    "loss_sum": loss_sum,
-                                    "correct": correct,
-                                    "seen": seen,
-                                    "elapsed": elapsed,
-                                }
-                                self._save_training(
-                                    ckpt, opt, sched, run_key, history, epoch - 1, b + 1, part
-                                )
-                            raise guard.interrupted(ckpt, epoch, b + 1, num_batches)
-                    t_trained = time.perf_counter()
-                    val_loss = val_acc = None
-                    if validation_data is not None:
-                        val = self.evaluate(X_val, y_val)
-                        val_loss, val_acc = val["loss"], val["accuracy"]
-                        model.train()
-                    history.append(
-                        loss=loss_sum / seen,
-                        accuracy=correct / seen,
-                        val_loss=val_loss,
-                        val_accuracy=val_acc,
-                        lr=lr,
-                        epoch_time=elapsed + (time.perf_counter() - t0),
-                    )
-                    logs = history.last()
-                    step_scheduler(sched, logs)
-                    if ckpt is not None:
-                        self._save_training(ckpt, opt, sched, run_key, history, epoch, 0, None)
-                    bar.close(logs)
-                    seen_here = seen - (int(partial["seen"]) if partial else 0)
-                    logs["samples_per_sec"] = seen_here / max(t_trained - t0, 1e-9)
-                    cbs.on_epoch_end(epoch, logs)
-                    start_batch, partial = 0, None
-                    if guard.requested:
-                        raise guard.interrupted(ckpt, epoch, num_batches, num_batches)
-            cbs.on_train_end(history)
-        finally:
-            model.train(was_training)
-        return history
+        loss_t: torch.Tensor | None = None  # the batch loss that `step` back-propagates
+
+        def get_batch(rows: slice | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            if isinstance(rows, np.ndarray):
+                rows = torch.from_numpy(rows).to(X_dev.device)
+            return self._to_device(X_dev[rows]), self._to_device(y_dev[rows])
+
+        def forward(xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, int]:
+            nonlocal loss_t
+            with self._autocast():
+                logits = self._forward(xb)
+                loss_t = loss_fn(logits, yb)
+            return float(loss_t.detach()), int((logits.argmax(dim=1) == yb).sum())
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            loss_t.backward()
+            opt.step()
+
+        return run_training(
+            FitOptions(epochs, batch_size, shuffle, seed, verbose, callbacks, checkpoint_path, resume),
+            model=model,
+            get_batch=get_batch,
+            forward=forward,
+            step=step,
+            optimizer=opt,
+            get_lr=lambda: float(opt.param_groups[0]["lr"]),
+            scheduler=sched,
+            y=y,
+            validation_data=validation_data,
+            evaluate=self.evaluate,
+            save_checkpoint=self._save_training,
+            restore_checkpoint=self._restore_training,
+        )
 
     # ------------------------------------------------------------------------------ resume checkpoints
     def _save_training(

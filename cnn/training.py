@@ -12,6 +12,8 @@ record the same history, stop on the same faults and resume the same way:
   the trainer writes its resume checkpoint, then raises;
 * :class:`ProgressBar` -- a tqdm bar with the running loss and accuracy (or nothing, ``verbose=0``);
 * :func:`step_scheduler` -- one scheduler step per epoch, plateau schedulers on a metric;
+* :func:`run_training` -- the epoch/batch loop itself (resume, interrupts, validation, checkpoints,
+  callbacks), given the framework's forward, step, batch getter, evaluation and checkpoint I/O;
 * checkpoint I/O without pickle: :func:`write_npz_atomic`, :func:`read_npz`, :func:`pack_state` /
   :func:`unpack_state` (nested optimizer/scheduler state -> JSON + named arrays), :func:`rng_state` /
   :func:`set_rng_state` (a NumPy ``Generator``'s state as JSON-ready data).
@@ -33,28 +35,32 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from cnn.errors import CheckpointError, TrainingDivergedError
+from cnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "HISTORY_KEYS",
     "CallbackList",
+    "FitOptions",
     "History",
     "InterruptGuard",
     "ProgressBar",
     "TrainingInterrupted",
     "batch_order",
+    "build_scheduler",
     "check_finite_loss",
+    "check_fit_arguments",
     "decode_json",
     "encode_json",
     "pack_state",
     "read_npz",
     "rng_state",
+    "run_training",
     "scheduler_wants_metric",
     "set_rng_state",
     "step_scheduler",
@@ -356,6 +362,213 @@ class ProgressBar:
         """Close the bar without a summary (the epoch ended in an error or an interrupt)."""
         if self._bar is not None:
             self._bar.close()
+
+
+# --------------------------------------------------------------------------------------------------------
+# The training loop
+# --------------------------------------------------------------------------------------------------------
+def check_fit_arguments(epochs: int, batch_size: int, verbose: int) -> tuple[int, int, int]:
+    """``(epochs, batch_size, verbose)`` as ints, or a :class:`~cnn.errors.ConfigError` naming the bad one."""
+    epochs, batch_size, verbose = int(epochs), int(batch_size), int(verbose)
+    if epochs < 1:
+        raise ConfigError(f"fit: epochs must be >= 1, got {epochs}")
+    if batch_size < 1:
+        raise ConfigError(f"fit: batch_size must be >= 1, got {batch_size}")
+    return epochs, batch_size, verbose
+
+
+def build_scheduler(
+    scheduler: str | Callable[[Any], Any] | Any | None,
+    optimizer: Any,
+    make_scheduler: Callable[..., Any],
+    scheduler_kwargs: Mapping[str, Any] | None = None,
+) -> Any:
+    """The scheduler ``fit`` was asked for: None; ``make_scheduler(name, optimizer, **scheduler_kwargs)``
+    for a name; ``scheduler(optimizer)`` for a factory (a callable without ``step``); else the object."""
+    if scheduler is None:
+        return None
+    if isinstance(scheduler, str):
+        return make_scheduler(scheduler, optimizer, **dict(scheduler_kwargs or {}))
+    if callable(scheduler) and not hasattr(scheduler, "step"):
+        return scheduler(optimizer)
+    return scheduler
+
+
+class FitOptions(NamedTuple):
+    """The arguments of ``fit`` that the loop takes as they are (see ``CNN.fit`` for their meaning)."""
+
+    epochs: int
+    batch_size: int
+    shuffle: bool
+    seed: int
+    verbose: int
+    callbacks: Iterable[object] | None
+    checkpoint_path: str | os.PathLike[str] | None
+    resume: bool
+
+
+def run_training(
+    options: FitOptions,
+    *,
+    model: Any,
+    forward: Callable[[Any, Any], tuple[float, int]],
+    step: Callable[[], None],
+    get_batch: Callable[[slice | np.ndarray], tuple[Any, Any]],
+    y: np.ndarray,
+    optimizer: Any,
+    scheduler: Any,
+    get_lr: Callable[[], float],
+    evaluate: Callable[[Any, Any], Mapping[str, float]],
+    validation_data: tuple[Any, Any] | None,
+    save_checkpoint: Callable[..., None],
+    restore_checkpoint: Callable[..., tuple[int, int, dict[str, Any] | None, History]],
+    message_file: Any = None,
+) -> History:
+    """The epoch/batch loop shared by ``CNN.fit`` and ``TorchTrainer.fit``; returns the :class:`History`.
+
+    The trainer supplies the framework-specific pieces; this function owns everything else, in this order:
+
+    1. the run key (``n``, ``batch_size``, ``seed``, ``shuffle``, CRC-32 of ``y``, optimizer and scheduler
+       class names), then with ``resume`` the restore (or a "no checkpoint" note);
+    2. ``model.train()``; per epoch: ``lr = get_lr()``, the batch order (:func:`batch_order` if ``shuffle``,
+       else contiguous slices), a :class:`ProgressBar`, then per batch ``xb, yb = get_batch(rows)``
+       (``rows`` a slice or an index array), ``batch_loss, correct = forward(xb, yb)``, the NaN/inf guard
+       (:func:`check_finite_loss`, before any update), ``step()`` (backward + optimizer step), the running
+       sums; on SIGINT/SIGTERM mid-epoch, ``save_checkpoint(path, optimizer, scheduler, run_key, history,
+       epoch - 1, batch, partial)`` with the partial sums, then :class:`TrainingInterrupted`;
+    3. at the end of an epoch: ``evaluate(X_val, y_val)`` then ``model.train()``, ``History.append``,
+       :func:`step_scheduler`, ``save_checkpoint(..., epoch, 0, None)``, the bar's summary,
+       ``samples_per_sec`` (this process's share of the epoch), ``on_epoch_end``, and a pending interrupt;
+    4. ``on_train_end(history)``; ``model.train(was_training)`` however the loop ends.
+
+    Args:
+        options: ``fit``'s pass-through arguments, already checked (``seed`` already defaulted).
+        model: has ``training`` and ``train(mode)``.
+        get_batch: rows of the training set (a slice or an index array) -> ``(xb, yb)`` ready for
+            ``forward``; ``len(yb)`` is the batch size.
+        forward: ``(xb, yb) -> (mean batch loss, number of correct predictions)``. Split from ``step`` so
+            the NaN guard runs before any update; NumPy counts ``correct`` here, before backward, because
+            its layers reuse their buffers.
+        step: backward pass and optimizer step for the batch ``forward`` just saw.
+        optimizer, scheduler: the built objects (their class names enter the run key; the scheduler is
+            stepped once per epoch by :func:`step_scheduler`).
+        get_lr: the optimizer's current learning rate.
+        y: the training labels ``(N,)`` int64 (size of the set, and the run key's CRC).
+        message_file: where the resume notes are printed (None: stdout).
+        validation_data: ``(X_val, y_val)`` as ``evaluate`` takes them, or None.
+        evaluate: ``(X_val, y_val) -> {'loss': ..., 'accuracy': ...}`` (may leave the model in eval mode).
+        save_checkpoint: ``(path, optimizer, scheduler, run_key, history, epoch, batch, partial)``.
+        restore_checkpoint: ``(path, optimizer, scheduler, run_key) -> (start_epoch, start_batch, partial,
+            history)``.
+    """
+    epochs, batch_size, shuffle, seed, verbose, callbacks, checkpoint_path, resume = options
+    n = len(y)
+    num_batches = count_batches(n, batch_size)
+    run_key = {
+        "n": n,
+        "batch_size": batch_size,
+        "seed": seed,
+        "shuffle": bool(shuffle),
+        "labels_crc32": zlib.crc32(np.ascontiguousarray(y).tobytes()),
+        "optimizer": type(optimizer).__name__,
+        "scheduler": None if scheduler is None else type(scheduler).__name__,
+    }
+    history = History()
+    start_epoch, start_batch, partial = 1, 0, None
+    ckpt = None if checkpoint_path is None else Path(checkpoint_path)
+    if resume:
+        if ckpt is None:
+            raise ConfigError("fit: resume=True needs a checkpoint_path")
+        if ckpt.exists():
+            start_epoch, start_batch, partial, history = restore_checkpoint(
+                ckpt, optimizer, scheduler, run_key
+            )
+            if verbose:
+                print(
+                    f"resuming from {ckpt}: epoch {start_epoch}, batch {start_batch}/{num_batches}",
+                    file=message_file,
+                    flush=True,
+                )
+        elif verbose:
+            print(f"no checkpoint at {ckpt}: starting from epoch 1", file=message_file, flush=True)
+
+    cbs = CallbackList(callbacks)
+    was_training = model.training
+    model.train()
+    try:
+        with InterruptGuard() as guard:
+            for epoch in range(start_epoch, epochs + 1):
+                lr = get_lr()
+                order = batch_order(n, batch_size, epoch, seed, shuffle) if shuffle else None
+                bar = ProgressBar(num_batches, epoch, epochs, verbose, initial=start_batch)
+                if partial:
+                    loss_sum, correct, seen, elapsed = (
+                        float(partial["loss_sum"]),
+                        int(partial["correct"]),
+                        int(partial["seen"]),
+                        float(partial["elapsed"]),
+                    )
+                else:
+                    loss_sum, correct, seen, elapsed = 0.0, 0, 0, 0.0
+                t0 = time.perf_counter()
+                for b in range(start_batch, num_batches):
+                    rows = slice(b * batch_size, (b + 1) * batch_size) if order is None else order[b]
+                    xb, yb = get_batch(rows)
+                    batch_loss, batch_correct = forward(xb, yb)
+                    if not math.isfinite(batch_loss):
+                        bar.abandon()
+                        check_finite_loss(batch_loss, epoch, b + 1, num_batches, get_lr())
+                    step()
+                    m = len(yb)
+                    loss_sum += batch_loss * m
+                    correct += batch_correct
+                    seen += m
+                    bar.update(loss_sum / seen, correct / seen)
+                    if guard.requested and b + 1 < num_batches:
+                        # Mid-epoch stop: everything needed to replay the rest of the epoch exactly.
+                        elapsed += time.perf_counter() - t0
+                        bar.abandon()
+                        if ckpt is not None:
+                            part = {
+                                "loss_sum": loss_sum,
+                                "correct": correct,
+                                "seen": seen,
+                                "elapsed": elapsed,
+                            }
+                            save_checkpoint(
+                                ckpt, optimizer, scheduler, run_key, history, epoch - 1, b + 1, part
+                            )
+                        raise guard.interrupted(ckpt, epoch, b + 1, num_batches)
+                t_trained = time.perf_counter()
+                val_loss = val_acc = None
+                if validation_data is not None:
+                    val = evaluate(*validation_data)
+                    val_loss, val_acc = val["loss"], val["accuracy"]
+                    model.train()
+                history.append(
+                    loss=loss_sum / seen,
+                    accuracy=correct / seen,
+                    val_loss=val_loss,
+                    val_accuracy=val_acc,
+                    lr=lr,
+                    epoch_time=elapsed + (time.perf_counter() - t0),
+                )
+                logs = history.last()
+                step_scheduler(scheduler, logs)
+                if ckpt is not None:
+                    save_checkpoint(ckpt, optimizer, scheduler, run_key, history, epoch, 0, None)
+                bar.close(logs)
+                # Throughput of this process's share of the epoch (a resumed epoch counts its rest).
+                seen_here = seen - (int(partial["seen"]) if partial else 0)
+                logs["samples_per_sec"] = seen_here / max(t_trained - t0, 1e-9)
+                cbs.on_epoch_end(epoch, logs)
+                start_batch, partial = 0, None
+                if guard.requested:
+                    raise guard.interrupted(ckpt, epoch, num_batches, num_batches)
+        cbs.on_train_end(history)
+    finally:
+        model.train(was_training)
+    return history
 
 
 # --------------------------------------------------------------------------------------------------------

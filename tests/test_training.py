@@ -17,6 +17,7 @@ from cnn.schedulers import ReduceLROnPlateau, StepLR
 from cnn.training import (
     HISTORY_KEYS,
     CallbackList,
+    FitOptions,
     History,
     InterruptGuard,
     ProgressBar,
@@ -31,6 +32,7 @@ from cnn.training import (
     pack_state,
     read_npz,
     rng_state,
+    run_training,
     set_rng_state,
     step_scheduler,
     unpack_state,
@@ -399,3 +401,111 @@ def test_rng_state_round_trips_through_json_and_rejects_garbage() -> None:
     np.testing.assert_array_equal(other.random(4), expected)
     with pytest.raises(CheckpointError, match="cannot restore dropout rng"):
         set_rng_state(other, {"bit_generator": "MT19937", "state": {}}, what="dropout rng")
+
+
+# -------------------------------------------------------------------------------------- the training loop
+class RecordingTrainer:
+    """A stand-in framework for :func:`run_training`: a "model" whose loss on a batch is the mean of its
+    labels, recording every hook call in ``events`` so the loop's order of operations can be read off."""
+
+    def __init__(self, losses: dict[int, float] | None = None) -> None:
+        self.training = False
+        self.events: list[tuple] = []
+        self.lr = 0.5
+        self.losses = losses or {}
+        self.batches = 0
+
+    def train(self, mode: bool = True) -> None:
+        self.training = mode
+
+    def get_batch(self, rows):
+        return np.arange(10)[rows], np.arange(10)[rows]
+
+    def forward(self, xb, yb):
+        self.batches += 1
+        self.events.append(("forward", yb.tolist()))
+        return self.losses.get(self.batches, float(np.mean(yb))), len(yb) // 2
+
+    def step(self) -> None:
+        self.events.append(("step",))
+
+    def evaluate(self, X, y):
+        self.training = False
+        self.events.append(("evaluate",))
+        return {"loss": 9.0, "accuracy": 0.25}
+
+    def save(self, path, opt, sched, run_key, history, epoch, batch, partial) -> None:
+        self.events.append(("save", epoch, batch, history.epochs))
+
+    def restore(self, path, opt, sched, run_key):
+        raise AssertionError("not resuming")
+
+    def run(self, epochs: int):
+        class Scheduler:
+            def step(inner) -> None:
+                self.events.append(("scheduler",))
+
+        class Callback:
+            def on_epoch_end(inner, epoch, logs) -> None:
+                self.events.append(("on_epoch_end", epoch, sorted(logs)))
+
+            def on_train_end(inner, history) -> None:
+                self.events.append(("on_train_end", history.epochs))
+
+        # Contiguous batches of 4 over 10 samples; the checkpoint hooks only record (no file is written).
+        options = FitOptions(epochs, 4, False, 0, 0, [Callback()], "run.npz", False)
+        return run_training(
+            options,
+            model=self,
+            get_batch=self.get_batch,
+            forward=self.forward,
+            step=self.step,
+            optimizer=object(),
+            get_lr=lambda: self.lr,
+            scheduler=Scheduler(),
+            y=np.arange(10),
+            validation_data=(None, None),
+            evaluate=self.evaluate,
+            save_checkpoint=self.save,
+            restore_checkpoint=self.restore,
+        )
+
+
+def test_run_training_steps_every_batch_then_validates_schedules_checkpoints_and_calls_back() -> None:
+    trainer = RecordingTrainer()
+    history = trainer.run(epochs=2)
+    logs = ["accuracy", "epoch_time", "loss", "lr", "samples_per_sec", "val_accuracy", "val_loss"]
+    epoch = [
+        ("forward", [0, 1, 2, 3]),
+        ("step",),
+        ("forward", [4, 5, 6, 7]),
+        ("step",),
+        ("forward", [8, 9]),
+        ("step",),
+        ("evaluate",),
+    ]
+    assert trainer.events == [
+        *epoch,
+        ("scheduler",),
+        ("save", 1, 0, 1),
+        ("on_epoch_end", 1, logs),
+        *epoch,
+        ("scheduler",),
+        ("save", 2, 0, 2),
+        ("on_epoch_end", 2, logs),
+        ("on_train_end", 2),
+    ]
+    # Means weighted by batch size: (1.5 * 4 + 5.5 * 4 + 8.5 * 2) / 10 and (2 + 2 + 1) / 10.
+    assert history["loss"] == [4.5, 4.5]
+    assert history["accuracy"] == [0.5, 0.5]
+    assert history["val_loss"] == [9.0, 9.0] and history["lr"] == [0.5, 0.5]
+    assert trainer.training is False  # restored to the mode it had before training
+
+
+def test_run_training_stops_on_a_nan_loss_before_stepping_and_writes_no_checkpoint() -> None:
+    trainer = RecordingTrainer(losses={5: float("nan")})
+    with pytest.raises(TrainingDivergedError, match=r"loss is nan at epoch 2, batch 2/3; .*\(now 0.5\)"):
+        trainer.run(epochs=3)
+    assert trainer.events[-2:] == [("step",), ("forward", [4, 5, 6, 7])]  # no step after the NaN
+    assert [e for e in trainer.events if e[0] == "save"] == [("save", 1, 0, 1)]
+    assert trainer.training is False
