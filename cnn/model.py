@@ -52,6 +52,7 @@ from cnn.training import (
     build_scheduler,
     check_fit_arguments,
     check_format,
+    check_labelled_data,
     decode_json,
     encode_json,
     format_members,
@@ -497,25 +498,8 @@ class CNN:
         self, X: ArrayLike, y: ArrayLike, xname: str, yname: str
     ) -> tuple[np.ndarray, np.ndarray]:
         """``X`` as a C-contiguous array of the model dtype ``(N, *input_shape)``, ``y`` as int64 ``(N,)``."""
-        X = np.ascontiguousarray(X, dtype=self.dtype)
-        y = np.asarray(y)
-        shape = self.config.input_shape
-        if X.ndim != 4 or X.shape[1:] != shape:
-            raise DataError(f"{xname} must have shape (N, {', '.join(map(str, shape))}), got {X.shape}")
-        if y.ndim != 1 or len(y) != len(X):
-            raise DataError(f"{yname} must have shape ({len(X)},) to match {xname}, got {y.shape}")
-        if len(y) == 0:
-            raise DataError(f"{xname} is empty")
-        if y.dtype.kind not in "iu":
-            if y.dtype.kind == "f" and np.array_equal(y, np.round(y)):
-                y = y.astype(np.int64)
-            else:
-                raise DataError(f"{yname} must hold integer class ids, got dtype {y.dtype}")
-        lo, hi = int(y.min()), int(y.max())
-        if lo < 0 or hi >= self.config.num_classes:
-            bad = lo if lo < 0 else hi
-            raise DataError(f"{yname} holds label {bad}, outside [0, {self.config.num_classes})")
-        return X, y.astype(np.int64, copy=False)
+        cfg = self.config
+        return check_labelled_data(X, y, cfg.input_shape, cfg.num_classes, self.dtype, xname, yname)
 
     # ------------------------------------------------------------------------------ resume checkpoints
     def _dropout_layers(self) -> Iterator[tuple[str, Layer]]:

@@ -33,13 +33,13 @@ import threading
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from cnn.errors import CheckpointError, ConfigError, TrainingDivergedError
+from cnn.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -164,6 +164,39 @@ class InterruptGuard:
 # --------------------------------------------------------------------------------------------------------
 # Batches, history, callbacks, guards
 # --------------------------------------------------------------------------------------------------------
+
+
+def check_labelled_data(
+    X: Any, y: Any, input_shape: Sequence[int], num_classes: int, dtype: Any, xname: str, yname: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels for training or evaluation, checked against the model, for both frameworks.
+
+    Returns ``X`` as a C-contiguous ``dtype`` array ``(N, *input_shape)`` and ``y`` as int64 ``(N,)``
+    (integral float labels are accepted). Raises :class:`~cnn.errors.DataError` naming ``xname`` /
+    ``yname`` with what was expected and what was found: wrong shapes, no samples, non-integer labels,
+    labels outside ``[0, num_classes)``.
+    """
+    X = np.ascontiguousarray(X, dtype=dtype)
+    y = np.asarray(y)
+    shape = tuple(input_shape)
+    if X.ndim != 4 or X.shape[1:] != shape:
+        raise DataError(f"{xname} must have shape (N, {', '.join(map(str, shape))}), got {X.shape}")
+    if y.ndim != 1 or len(y) != len(X):
+        raise DataError(f"{yname} must have shape ({len(X)},) to match {xname}, got {y.shape}")
+    if len(y) == 0:
+        raise DataError(f"{xname} is empty")
+    if y.dtype.kind not in "iu":
+        if y.dtype.kind == "f" and np.array_equal(y, np.round(y)):
+            y = y.astype(np.int64)
+        else:
+            raise DataError(f"{yname} must hold integer class ids, got dtype {y.dtype}")
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= num_classes:
+        bad = lo if lo < 0 else hi
+        raise DataError(f"{yname} holds label {bad}, outside [0, {num_classes})")
+    return X, y.astype(np.int64, copy=False)
+
+
 def count_batches(n: int, batch_size: int) -> int:
     """How many mini-batches :func:`batch_order` makes of ``n`` samples."""
     full, rest = divmod(n, batch_size)
