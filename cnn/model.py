@@ -53,6 +53,7 @@ from cnn.training import (
     check_fit_arguments,
     check_format,
     check_labelled_data,
+    check_run_key,
     decode_json,
     encode_json,
     format_members,
@@ -554,14 +555,7 @@ class CNN:
             )
         state = decode_json(members, "__resume__", path)
         try:
-            saved_key = state["run"]
-            for k, v in run_key.items():
-                if saved_key.get(k) != v:
-                    what = "the training labels" if k == "labels_crc32" else k
-                    raise CheckpointError(
-                        f"{path}: checkpoint was written with {k}={saved_key.get(k)!r}, this fit has "
-                        f"{k}={v!r}; resume only with the same data and settings ({what} differ)"
-                    )
+            check_run_key(state["run"], run_key, path)
             epoch, batch, partial = int(state["epoch"]), int(state["batch"]), state["partial"]
             history = History(state["history"])
             if any(len(history[k]) != epoch for k in history) or (batch > 0) != (partial is not None):

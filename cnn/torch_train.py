@@ -57,6 +57,7 @@ from cnn.training import (
     build_scheduler,
     check_fit_arguments,
     check_labelled_data,
+    check_run_key,
     run_training,
 )
 
@@ -518,14 +519,7 @@ class TorchTrainer:
                 f"({mine}, {str(self.dtype).removeprefix('torch.')})"
             )
         try:
-            saved_key = ckpt["run"]
-            for k, v in run_key.items():
-                if saved_key.get(k) != v:
-                    what = "the training labels" if k == "labels_crc32" else k
-                    raise CheckpointError(
-                        f"{path}: checkpoint was written with {k}={saved_key.get(k)!r}, "
-                        f"this fit has {k}={v!r}; resume only with the same data and settings ({what} differ)"
-                    )
+            check_run_key(ckpt["run"], run_key, path)
             epoch, batch, partial = int(ckpt["epoch"]), int(ckpt["batch"]), ckpt["partial"]
             history = History(ckpt["history"])
             load_state_dict_checked(self.model, ckpt["state_dict"], source=str(path))

@@ -197,6 +197,19 @@ def check_labelled_data(
     return X, y.astype(np.int64, copy=False)
 
 
+def check_run_key(saved: Mapping[str, Any], current: Mapping[str, Any], path: Path | str) -> None:
+    """Refuse to resume a run set up differently: the first setting in ``current`` (``n``, ``batch_size``,
+    ``seed``, ``shuffle``, ``labels_crc32``, optimizer and scheduler names) that differs from ``saved``
+    raises :class:`~cnn.errors.CheckpointError` naming it and both values."""
+    for k, v in current.items():
+        if saved.get(k) != v:
+            what = "the training labels" if k == "labels_crc32" else k
+            raise CheckpointError(
+                f"{path}: checkpoint was written with {k}={saved.get(k)!r}, this fit has "
+                f"{k}={v!r}; resume only with the same data and settings ({what} differ)"
+            )
+
+
 def count_batches(n: int, batch_size: int) -> int:
     """How many mini-batches :func:`batch_order` makes of ``n`` samples."""
     full, rest = divmod(n, batch_size)
