@@ -18,6 +18,10 @@ Targets on the project's 2-core machine: NumPy >= 0.65x torch at batch 32 and >=
 ``--numpy-threading``: ``pool`` (the library default: kernels split over a thread pool, BLAS at one thread
 per worker), ``blas`` (``cnn.kernels.set_num_threads(1)``: one Python thread, BLAS with its own threads),
 or ``both``.
+
+``--numpy-blas``: ``auto`` (the library default: ``import cnn`` picks OpenBLAS's kernels for the CPU, see
+``cnn.blas``), ``openblas`` (OpenBLAS's own choice: ``CNN_OPENBLAS_AUTO=0``, no ``OPENBLAS_CORETYPE``),
+or ``both``. The kernel set each NumPy run used is reported.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ def _data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def run_numpy(n: int, batch_size: int, threading: str) -> dict[str, Any]:
     from cnn import kernels
+    from cnn.blas import openblas_kernels
     from cnn.model import CNN
 
     if threading == "blas":
@@ -66,7 +71,13 @@ def run_numpy(n: int, batch_size: int, threading: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     model.fit(X, y, epochs=1, batch_size=batch_size, verbose=0)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "samples_per_sec": n / seconds, "peak_rss_mb": _rss_mb(), "base_rss_mb": base}
+    return {
+        "seconds": seconds,
+        "samples_per_sec": n / seconds,
+        "peak_rss_mb": _rss_mb(),
+        "base_rss_mb": base,
+        "blas_kernels": openblas_kernels(),
+    }
 
 
 def run_torch(n: int, batch_size: int) -> dict[str, Any]:
@@ -92,16 +103,31 @@ def run_torch(n: int, batch_size: int) -> dict[str, Any]:
     }
 
 
-def measure(framework: str, n: int, batch_size: int, threading: str) -> dict[str, Any]:
+def worker_env(blas: str) -> dict[str, str]:
+    """The environment of a worker: ``auto`` sets the OpenBLAS kernels ``import cnn`` would choose (the
+    worker imports NumPy first, so it cannot choose them itself); ``openblas`` leaves OpenBLAS to choose."""
+    from cnn.blas import AUTO_ENV, CORETYPE_ENV, preferred_openblas_coretype
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    if blas == "openblas":
+        env.pop(CORETYPE_ENV, None)
+        env[AUTO_ENV] = "0"
+    elif not env.get(CORETYPE_ENV) and env.get(AUTO_ENV, "1").strip() != "0":
+        coretype = preferred_openblas_coretype()
+        if coretype is not None:
+            env[CORETYPE_ENV] = coretype
+    return env
+
+
+def measure(framework: str, n: int, batch_size: int, threading: str, blas: str = "auto") -> dict[str, Any]:
     """One measurement in a fresh interpreter; returns the worker's JSON record."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework, "--n", str(n)]
     cmd += ["--batch-sizes", str(batch_size), "--numpy-threading", threading]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=ROOT)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=worker_env(blas), cwd=ROOT)
     record = json.loads(out.stdout.strip().splitlines()[-1])
     record.update(framework=framework, batch_size=batch_size, n=n)
     if framework == "numpy":
-        record["threading"] = threading
+        record.update(threading=threading, blas=blas)
     return record
 
 
@@ -125,22 +151,28 @@ def machine() -> dict[str, Any]:
     }
 
 
-def summarise(records: list[dict[str, Any]], batch_sizes: list[int], variants: list[str]) -> list[dict]:
+def summarise(
+    records: list[dict[str, Any]], batch_sizes: list[int], variants: list[tuple[str, str]]
+) -> list[dict]:
     """Per batch size and NumPy variant: medians, and the median of the per-repeat paired ratios."""
     rows = []
     for bs in batch_sizes:
         torch_runs = [r for r in records if r["framework"] == "torch" and r["batch_size"] == bs]
-        for variant in variants:
+        for threading, blas in variants:
             np_runs = [
                 r
                 for r in records
-                if r["framework"] == "numpy" and r["batch_size"] == bs and r["threading"] == variant
+                if r["framework"] == "numpy"
+                and r["batch_size"] == bs
+                and (r["threading"], r["blas"]) == (threading, blas)
             ]
             ratios = [a["samples_per_sec"] / b["samples_per_sec"] for a, b in zip(np_runs, torch_runs)]
             rows.append(
                 {
                     "batch_size": bs,
-                    "numpy_threading": variant,
+                    "numpy_threading": threading,
+                    "numpy_blas": blas,
+                    "numpy_blas_kernels": "/".join(sorted({str(r.get("blas_kernels")) for r in np_runs})),
                     "numpy_samples_per_sec": statistics.median(r["samples_per_sec"] for r in np_runs),
                     "torch_samples_per_sec": statistics.median(r["samples_per_sec"] for r in torch_runs),
                     "ratio": statistics.median(ratios),
@@ -161,14 +193,15 @@ def table(rows: list[dict], info: dict[str, Any], n: int, repeats: int) -> str:
         f"torch {info['torch']} ({info['torch_threads']} threads); n={n}, {repeats} repeat(s), "
         "one epoch, Adam; medians (ratio: median of per-repeat ratios)"
     )
-    cols = ["batch", "numpy threading", "numpy samples/s", "torch samples/s", "ratio", "target", "met",
-            "numpy peak MiB (train)", "torch peak MiB (train)"]  # fmt: skip
+    cols = ["batch", "numpy threading", "numpy BLAS kernels", "numpy samples/s", "torch samples/s", "ratio",
+            "target", "met", "numpy peak MiB (train)", "torch peak MiB (train)"]  # fmt: skip
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
         target = r["target"]
         met = "" if target is None else ("yes" if r["ratio"] >= target else "no")
         lines.append(
-            f"| {r['batch_size']} | {r['numpy_threading']} | {r['numpy_samples_per_sec']:.0f} | "
+            f"| {r['batch_size']} | {r['numpy_threading']} | {r['numpy_blas_kernels']} ({r['numpy_blas']}) | "
+            f"{r['numpy_samples_per_sec']:.0f} | "
             f"{r['torch_samples_per_sec']:.0f} | {r['ratio']:.2f} | "
             f"{'' if target is None else f'>= {target:.2f}'} | {met} | "
             f"{r['numpy_peak_rss_mb']:.0f} ({r['numpy_train_mb']:.0f}) | "
@@ -186,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats per setting (default 3)")
     parser.add_argument("--numpy-threading", choices=["pool", "blas", "both"], default="pool")
+    parser.add_argument("--numpy-blas", choices=["auto", "openblas", "both"], default="auto")
     parser.add_argument("--json", type=Path, help="also write the records and the summary here")
     parser.add_argument("--worker", choices=["numpy", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -200,20 +234,22 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
-    variants = ["pool", "blas"] if args.numpy_threading == "both" else [args.numpy_threading]
+    threadings = ["pool", "blas"] if args.numpy_threading == "both" else [args.numpy_threading]
+    blases = ["auto", "openblas"] if args.numpy_blas == "both" else [args.numpy_blas]
+    variants = [(t, b) for t in threadings for b in blases]
     records = []
     for rep in range(args.repeats):
         for bs in args.batch_sizes:
-            order = [("numpy", v) for v in variants] + [("torch", "")]
+            order = [("numpy", v) for v in variants] + [("torch", ("pool", "auto"))]
             if rep % 2:
                 order.reverse()
-            for framework, variant in order:
-                rec = measure(framework, args.n, bs, variant or "pool")
+            for framework, (threading, blas) in order:
+                rec = measure(framework, args.n, bs, threading, blas)
                 rec["repeat"] = rep
                 records.append(rec)
-                label = framework + (f"/{variant}" if framework == "numpy" else "")
+                label = framework + (f"/{threading}/{blas}" if framework == "numpy" else "")
                 print(
-                    f"  repeat {rep + 1}/{args.repeats} batch {bs:4d} {label:12s} "
+                    f"  repeat {rep + 1}/{args.repeats} batch {bs:4d} {label:18s} "
                     f"{rec['samples_per_sec']:8.1f} samples/s  peak {rec['peak_rss_mb']:.0f} MiB",
                     flush=True,
                 )

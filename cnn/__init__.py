@@ -6,10 +6,17 @@
 
 ``import cnn`` loads NumPy-only modules: the PyTorch twin (:mod:`cnn.torch_model`), tracking and plotting
 are imported explicitly by those who need them.
+
+Importing ``cnn`` before NumPy lets it choose the fastest OpenBLAS kernels for this CPU (see
+:mod:`cnn.blas`).
 """
 
-from cnn.architecture import ArchConfig, build_spec
-from cnn.errors import (
+from cnn.blas import select_openblas_kernels
+
+select_openblas_kernels()  # before anything imports NumPy: OpenBLAS reads its kernel choice when loaded
+
+from cnn.architecture import ArchConfig, build_spec  # noqa: E402  (after the BLAS choice)
+from cnn.errors import (  # noqa: E402
     CheckpointError,
     CNNError,
     ConfigError,
@@ -17,8 +24,8 @@ from cnn.errors import (
     TrackingError,
     TrainingDivergedError,
 )
-from cnn.model import CNN, Sequential
-from cnn.training import History, TrainingInterrupted
+from cnn.model import CNN, Sequential  # noqa: E402
+from cnn.training import History, TrainingInterrupted  # noqa: E402
 
 __all__ = [
     "CNN",

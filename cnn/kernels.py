@@ -41,6 +41,7 @@ ReLU, ``out=`` arguments, and long-row broadcasts only.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -207,6 +208,19 @@ def _blas_single_threaded() -> Iterator[bool]:
     finally:
         for lib, n in zip(libs, before):
             lib.set_num_threads(n)
+
+
+@contextmanager
+def blas_held() -> Iterator[None]:
+    """Hold BLAS at one thread for a whole run of kernel calls (a training loop, a batched evaluation)
+    while the pool is on, instead of only around each dispatch: a BLAS call made between two dispatches
+    would otherwise run multi-threaded and leave OpenBLAS's helper threads spinning on the cores the
+    pool's workers need. No-op with the pool off."""
+    if _num_threads <= 1 or _state.in_worker:
+        yield
+        return
+    with _blas_single_threaded():
+        yield
 
 
 _MIN_TASK = 1 << 16
@@ -434,15 +448,28 @@ def _valid_range(out_size: int, in_size: int, offset: int, stride: int, pad: int
     return o_lo, o_hi, o_lo * stride + shift
 
 
+@functools.lru_cache(maxsize=512)
 def _offset_slices(
     in_hw: tuple[int, int],
     out_hw: tuple[int, int],
     kernel: tuple[int, int],
     stride: tuple[int, int],
     padding: tuple[int, int],
-) -> Iterator[tuple[int, int, tuple[slice, slice], tuple[slice, slice]]]:
+) -> tuple[tuple[int, int, tuple[slice, slice], tuple[slice, slice]], ...]:
     """For each kernel offset (i, j): the (rows, cols) slices of the output grid whose input pixel is
-    inside the image, and the matching strided slices of the input."""
+    inside the image, and the matching strided slices of the input. Cached per geometry: the chunked
+    convolutions ask for the same slices hundreds of times per training step (~11 us each to build,
+    holding the GIL that the other worker needs)."""
+    return tuple(_iter_offset_slices(in_hw, out_hw, kernel, stride, padding))
+
+
+def _iter_offset_slices(
+    in_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> Iterator[tuple[int, int, tuple[slice, slice], tuple[slice, slice]]]:
     for i in range(kernel[0]):
         r_lo, r_hi, r0 = _valid_range(out_hw[0], in_hw[0], i, stride[0], padding[0])
         for j in range(kernel[1]):
@@ -470,7 +497,9 @@ def _im2col_into(
     buffer holds zeros there). One slice copy per kernel offset.
     """
     oh, ow = cols6.shape[4:]
-    for i, j, (ro, co), (ri, ci) in _offset_slices(xt.shape[2:], (oh, ow), kernel, stride, padding):
+    for i, j, (ro, co), (ri, ci) in _offset_slices(
+        xt.shape[2:], (oh, ow), tuple(kernel), tuple(stride), tuple(padding)
+    ):
         cols6[:, i, j, :, ro, co] = xt[:, :, ri, ci]
 
 
@@ -485,7 +514,9 @@ def _col2im_into(
     that were copied from each pixel. One slice ``+=`` per kernel offset; padding entries are dropped."""
     dxt[...] = 0
     oh, ow = cols6.shape[4:]
-    for i, j, (ro, co), (ri, ci) in _offset_slices(dxt.shape[2:], (oh, ow), kernel, stride, padding):
+    for i, j, (ro, co), (ri, ci) in _offset_slices(
+        dxt.shape[2:], (oh, ow), tuple(kernel), tuple(stride), tuple(padding)
+    ):
         dxt[:, :, ri, ci] += cols6[:, i, j, :, ro, co]
 
 
@@ -530,6 +561,33 @@ def col2im(
 # ======================================================================================= convolution
 
 
+def _transposed_input_gradient(
+    c: int, o: int, kernel: tuple[int, int], stride: tuple, padding: tuple
+) -> bool:
+    """Whether a convolution's input gradient is computed as a convolution of the padded output gradient
+    with the flipped transposed kernel (stride 1, padding < kernel, not many more output than input
+    channels); otherwise it is ``col2im(W2^T @ dY2)``."""
+    return stride == (1, 1) and padding[0] < kernel[0] and padding[1] < kernel[1] and o <= 2 * c
+
+
+def _keeps_columns(c: int, o: int, kernel: tuple[int, int], stride: tuple, padding: tuple) -> bool:
+    """Whether the forward keeps its im2col columns for ``dW = dY2 @ cols^T``: only where the input
+    gradient is not a transposed convolution (strided layers; layers with many more output than input
+    channels, such as a first layer, whose columns are small).
+
+    Where it is, the backward builds the columns of the padded output gradient anyway and ``dW``
+    follows from those (see :func:`conv2d_backward`), so the forward columns are made a few samples at
+    a time in a buffer that stays in cache and never travel to memory: at batch 128 that spares the
+    default network ~600 MB of memory traffic per step (the columns written, read by the forward GEMM
+    and read again by the weight-gradient GEMM)."""
+    return not _transposed_input_gradient(c, o, kernel, stride, padding)
+
+
+def _chunk(per_sample_bytes: int, n: int) -> int:
+    """Samples per chunk so that one chunk of columns is about ``_BLOCK_BYTES``."""
+    return max(1, min(n, _BLOCK_BYTES // max(1, per_sample_bytes)))
+
+
 def conv2d_forward(
     x: np.ndarray,
     weight: np.ndarray,
@@ -541,33 +599,50 @@ def conv2d_forward(
     """``y[n, o] = bias[o] + sum_{c,i,j} weight[o, c, i, j] * xpad[n, c, oh*sh + i, ow*sw + j]``.
 
     x (N, C, H, W), weight (O, C, kh, kw), bias (O,) or None -> y (N, O, OH, OW), channel-major memory.
-    Per batch block: im2col into the workspace's column buffer, then one GEMM ``W2 @ cols``. The
-    columns stay in ``ws`` for :func:`conv2d_backward`.
+    Per batch block: im2col, then one GEMM ``W2 @ cols``. Layers that keep their columns for the
+    backward (:func:`_keeps_columns`) fill one buffer for the whole batch; the others work a few samples
+    at a time in a small per-thread buffer and keep a reference to ``x`` instead.
     """
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
-    ws.meta["x_shape"] = x.shape
     oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
+    keep = _keeps_columns(c, o, (kh, kw), stride, padding)
+    ws.meta.update(x_shape=x.shape, kept_columns=keep)
     xt = channel_major(x)
-    cols6 = ws.get("cols", (c, kh, kw, n, oh, ow), x.dtype, zero=True)
-    cols = cols6.reshape(c * kh * kw, n * oh * ow)
+    ws.meta["xt"] = None if keep else xt
     w2 = weight.reshape(o, -1)
     yt = empty((o, n, oh, ow), x.dtype)
     y2 = yt.reshape(o, n * oh * ow)
+    if keep:
+        cols6 = ws.get("cols", (c, kh, kw, n, oh, ow), x.dtype, zero=True)
+        chunk = n
+    else:
+        chunk = _chunk(c * kh * kw * oh * ow * x.dtype.itemsize, n)
 
     def work(lo: int, hi: int) -> None:
-        _im2col_into(xt[:, lo:hi], cols6[:, :, :, lo:hi], (kh, kw), stride, padding)
-        block = slice(lo * oh * ow, hi * oh * ow)
-        np.matmul(w2, cols[:, block], out=y2[:, block])
-        if bias is not None:
-            y2[:, block] += bias[:, None]
+        # Outside the kept buffer, each thread reuses its own chunk buffer (allocated zeroed: the padding
+        # entries are never written, and every chunk has the same padding pattern).
+        buf6 = (
+            cols6
+            if keep
+            else ws.get(f"fwd_cols@{lo}", (c, kh, kw, min(chunk, hi - lo), oh, ow), x.dtype, True)
+        )
+        for s0 in range(lo, hi, chunk):
+            s1 = min(hi, s0 + chunk)
+            b6 = buf6[:, :, :, s0:s1] if keep else buf6[:, :, :, : s1 - s0]
+            _im2col_into(xt[:, s0:s1], b6, (kh, kw), stride, padding)
+            block = slice(s0 * oh * ow, s1 * oh * ow)
+            np.matmul(w2, b6.reshape(c * kh * kw, -1), out=y2[:, block])
+            if bias is not None:
+                y2[:, block] += bias[:, None]
 
     parallel(work, n)
     return np.swapaxes(yt, 0, 1)
 
 
 _BLOCK_BYTES = 4 << 20
-"""Target size of the per-thread column buffer of the convolution's input gradient (fits in L2/L3)."""
+"""Target size of a per-thread chunk of columns (the convolution's forward columns when they are not
+kept, and its input-gradient columns): small enough to stay in a core's cache."""
 
 
 def _flipped_transposed(weight: np.ndarray) -> np.ndarray:
@@ -588,22 +663,26 @@ def conv2d_backward(
     """Gradients of :func:`conv2d_forward`; writes ``grad_weight`` / ``grad_bias`` in place, returns dx
     (None with ``input_grad=False``, which skips its computation: a first layer's dx is unused).
 
-    ``dW2 = dY2 @ cols^T`` (dY2 = grad (O, N*OH*OW)), ``db = sum_{n,oh,ow} dY``, and
-    ``dx = col2im(W2^T @ dY2)``. For stride 1 (and padding < kernel) the same dx is computed as the
-    convolution of dY, padded by ``k - 1 - p``, with the flipped transposed kernel (im2col + GEMM).
+    ``db = sum_{n,oh,ow} dY`` and, with the forward columns kept, ``dW2 = dY2 @ cols^T`` (dY2 = grad
+    (O, N*OH*OW)) and ``dx = col2im(W2^T @ dY2)``.
+
+    For stride 1 (padding < kernel) dx is instead the convolution of dY, padded by ``k - 1 - p``, with
+    the flipped transposed kernel: ``dx2 = W'2 @ dcols`` with ``dcols[(o, a, b), (n, h, w)] =
+    dYpad[o, n, h + a, w + b]``. The same columns give the weight gradient without the forward's:
+    ``dW[o, c, i, j] = sum_{n,h,w} dcols[(o, kh-1-i, kw-1-j), (n, h, w)] * x[n, c, h, w]``, i.e.
+    ``G = dcols @ x2^T`` with its offsets flipped back. Both are made a few samples at a time in a
+    per-thread buffer that stays in cache.
     """
     if "x_shape" not in ws.meta:
-        raise CNNError("conv2d_backward called before conv2d_forward: no forward columns to reuse")
+        raise CNNError("conv2d_backward called before conv2d_forward: no forward state to reuse")
     n, c, h, w = ws.meta["x_shape"]
+    kept = ws.meta["kept_columns"]
     o, _, kh, kw = weight.shape
     oh, ow = grad_out.shape[2:]
     dyt = channel_major(grad_out)
     dy2 = dyt.reshape(o, n * oh * ow)
-    if grad_bias is not None:
-        grad_bias[...] = _row_sums(dy2)
-    cols = ws.get("cols", (c, kh, kw, n, oh, ow), weight.dtype, zero=True).reshape(c * kh * kw, n * oh * ow)
     dxt = empty((c, n, h, w), weight.dtype) if input_grad else None
-    transposed = stride == (1, 1) and padding[0] < kh and padding[1] < kw and o <= 2 * c
+    transposed = _transposed_input_gradient(c, o, (kh, kw), stride, padding)
     if transposed:
         tpad = (kh - 1 - padding[0], kw - 1 - padding[1])
         wt2 = _flipped_transposed(weight).reshape(c, -1)
@@ -611,37 +690,54 @@ def conv2d_backward(
     else:
         w2t = np.ascontiguousarray(weight.reshape(o, -1).T)
         block_shape = (c, kh, kw, oh, ow)  # dcols for one sample
-    # The input-gradient columns are produced and consumed a few samples at a time, in a small buffer
-    # per thread that stays in cache, instead of one buffer the size of the forward columns.
-    per_sample = int(np.prod(block_shape)) * weight.itemsize
-    chunk = max(1, min(n, _BLOCK_BYTES // per_sample))
+    if kept:
+        cols = ws.get("cols", (c, kh, kw, n, oh, ow), weight.dtype, zero=True).reshape(c * kh * kw, -1)
+    else:
+        x2 = ws.meta["xt"].reshape(c, n * h * w)
+    # Weight gradients from the output-gradient columns need those columns even without dx.
+    make_dcols = input_grad or not kept
+    chunk = _chunk(int(np.prod(block_shape)) * weight.itemsize, n)
 
-    def input_work(lo: int, hi: int) -> None:
-        shape = (*block_shape[:3], min(chunk, hi - lo), *block_shape[3:])
-        buf6 = ws.get(f"dx_cols@{lo}", shape, weight.dtype, zero=True)
-        for s0 in range(lo, hi, chunk):
-            s1 = min(hi, s0 + chunk)
-            b6 = buf6[:, :, :, : s1 - s0]
-            b2 = b6.reshape(b6.shape[0] * kh * kw, -1)
-            if transposed:
-                _im2col_into(dyt[:, s0:s1], b6, (kh, kw), (1, 1), tpad)
-                np.matmul(wt2, b2, out=dxt.reshape(c, -1)[:, s0 * h * w : s1 * h * w])
-            else:
-                np.matmul(w2t, dy2[:, s0 * oh * ow : s1 * oh * ow], out=b2)
-                _col2im_into(b6, dxt[:, s0:s1], (kh, kw), stride, padding)
-
-    def work(lo: int, hi: int) -> np.ndarray:
-        if input_grad:
-            input_work(lo, hi)
-        # This block's share of dW2^T (K, O): computed transposed, which OpenBLAS runs ~10% faster.
+    def work(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray | None]:
         out_block = slice(lo * oh * ow, hi * oh * ow)
-        return cols[:, out_block] @ dy2[:, out_block].T
+        if kept:
+            # This block's share of dW2^T (K, O): computed transposed, which OpenBLAS runs ~10% faster.
+            g = cols[:, out_block] @ dy2[:, out_block].T
+        else:
+            g = np.zeros((o * kh * kw, c), weight.dtype)  # G, rows (o, a, b)
+            part = np.empty_like(g)
+        if make_dcols:
+            shape = (*block_shape[:3], min(chunk, hi - lo), *block_shape[3:])
+            buf6 = ws.get(f"dx_cols@{lo}", shape, weight.dtype, zero=True)
+            for s0 in range(lo, hi, chunk):
+                s1 = min(hi, s0 + chunk)
+                b6 = buf6[:, :, :, : s1 - s0]
+                b2 = b6.reshape(b6.shape[0] * kh * kw, -1)
+                if transposed:
+                    _im2col_into(dyt[:, s0:s1], b6, (kh, kw), (1, 1), tpad)
+                    if input_grad:
+                        np.matmul(wt2, b2, out=dxt.reshape(c, -1)[:, s0 * h * w : s1 * h * w])
+                    if not kept:
+                        np.matmul(b2, x2[:, s0 * h * w : s1 * h * w].T, out=part)
+                        g += part
+                else:
+                    np.matmul(w2t, dy2[:, s0 * oh * ow : s1 * oh * ow], out=b2)
+                    _col2im_into(b6, dxt[:, s0:s1], (kh, kw), stride, padding)
+        return g, None if grad_bias is None else _row_sums(dy2[:, out_block])
 
-    partial_dw = parallel(work, n)
-    total = partial_dw[0]
-    for p in partial_dw[1:]:
-        total += p
-    grad_weight[...] = total.T.reshape(grad_weight.shape)
+    partials = parallel(work, n)
+    g_total, db_total = partials[0]
+    for g, db in partials[1:]:
+        g_total += g
+        if db_total is not None:
+            db_total += db
+    if kept:
+        grad_weight[...] = g_total.T.reshape(grad_weight.shape)
+    else:
+        # G[(o, a, b), c] holds dW[o, c, kh-1-a, kw-1-b].
+        grad_weight[...] = g_total.reshape(o, kh, kw, c)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)
+    if grad_bias is not None:
+        grad_bias[...] = db_total
     return np.swapaxes(dxt, 0, 1) if input_grad else None
 
 
@@ -723,7 +819,7 @@ def maxpool2d_forward(
     xt = channel_major(x)
     yt = empty((c, n, oh, ow), x.dtype)
     argmax = empty((c, n, oh, ow), np.dtype(np.uint8 if kk < 256 else np.uint16))
-    offsets = list(_offset_slices((h, w), (oh, ow), kernel, stride, padding))
+    offsets = _offset_slices((h, w), (oh, ow), tuple(kernel), tuple(stride), tuple(padding))
 
     # When the first offset's windows cover the whole output (no padding at the top left), its values
     # start the running maximum as they are: no -inf fill, and one compare-and-update pass fewer.
@@ -779,7 +875,7 @@ def maxpool2d_backward(
     oh, ow = argmax.shape[2:]
     dyt = channel_major(grad_out)
     dxt = empty((c, n, h, w), grad_out.dtype)
-    offsets = list(_offset_slices((h, w), (oh, ow), kernel, stride, padding))
+    offsets = _offset_slices((h, w), (oh, ow), tuple(kernel), tuple(stride), tuple(padding))
 
     # Windows that tile the input (kernel == stride, no padding) never overlap: each offset's gradient
     # is written straight into its strided view, and only the rows/columns no window covers are zeroed.
@@ -814,7 +910,9 @@ def avgpool2d_forward(
     oh, ow = _pool_out_hw(x.shape, kernel, stride, padding)
     xt = channel_major(x)
     yt = np.zeros((c, n, oh, ow), dtype=x.dtype)
-    for _, _, (ro, co), (ri, ci) in _offset_slices((h, w), (oh, ow), kernel, stride, padding):
+    for _, _, (ro, co), (ri, ci) in _offset_slices(
+        (h, w), (oh, ow), tuple(kernel), tuple(stride), tuple(padding)
+    ):
         yt[:, :, ro, co] += xt[:, :, ri, ci]
     yt *= yt.dtype.type(1.0 / (kernel[0] * kernel[1]))
     return np.swapaxes(yt, 0, 1)
@@ -832,7 +930,9 @@ def avgpool2d_backward(
     oh, ow = grad_out.shape[2:]
     dyt = channel_major(grad_out) * grad_out.dtype.type(1.0 / (kernel[0] * kernel[1]))
     dxt = np.zeros((c, n, h, w), dtype=grad_out.dtype)
-    for _, _, (ro, co), (ri, ci) in _offset_slices((h, w), (oh, ow), kernel, stride, padding):
+    for _, _, (ro, co), (ri, ci) in _offset_slices(
+        (h, w), (oh, ow), tuple(kernel), tuple(stride), tuple(padding)
+    ):
         dxt[:, :, ri, ci] += dyt[:, :, ro, co]
     return np.swapaxes(dxt, 0, 1)
 

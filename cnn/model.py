@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from cnn import kernels
 from cnn.activations import ReLU
 from cnn.architecture import ArchConfig, LayerSpec, build_spec
 from cnn.errors import CheckpointError, ConfigError, DataError
@@ -477,23 +478,24 @@ class CNN:
             self.backward(loss_fn.backward(), input_grad=False)
             opt.step()
 
-        return run_training(
-            FitOptions(epochs, batch_size, shuffle, seed, verbose, callbacks, checkpoint_path, resume),
-            model=self,
-            # A slice gives views (no copy), an index array a gathered copy.
-            get_batch=lambda rows: (X[rows], y[rows]),
-            forward=forward,
-            step=step,
-            optimizer=opt,
-            get_lr=lambda: float(opt.lr),
-            scheduler=sched,
-            y=y,
-            message_file=sys.stderr,
-            validation_data=validation_data,
-            evaluate=self.evaluate,
-            save_checkpoint=self._save_training,
-            restore_checkpoint=self._restore_training,
-        )
+        with kernels.blas_held():  # BLAS at one thread per pool worker for the whole loop
+            return run_training(
+                FitOptions(epochs, batch_size, shuffle, seed, verbose, callbacks, checkpoint_path, resume),
+                model=self,
+                # A slice gives views (no copy), an index array a gathered copy.
+                get_batch=lambda rows: (X[rows], y[rows]),
+                forward=forward,
+                step=step,
+                optimizer=opt,
+                get_lr=lambda: float(opt.lr),
+                scheduler=sched,
+                y=y,
+                message_file=sys.stderr,
+                validation_data=validation_data,
+                evaluate=self.evaluate,
+                save_checkpoint=self._save_training,
+                restore_checkpoint=self._restore_training,
+            )
 
     def _check_data(
         self, X: ArrayLike, y: ArrayLike, xname: str, yname: str
@@ -606,7 +608,9 @@ class CNN:
         try:
             for start in range(0, len(X), batch_size):
                 sl = slice(start, start + batch_size)
-                yield sl, self.forward(X[sl])
+                with kernels.blas_held():
+                    logits = self.forward(X[sl])
+                yield sl, logits
         finally:
             self.train(was_training)
 

@@ -120,14 +120,52 @@ def test_conv2d_backward_in_one_sample_chunks_equals_the_reference(
 
 
 def test_conv2d_column_buffer_is_reused_and_its_padding_stays_zero(rng):
-    w = rng.standard_normal((2, 3, 3, 3))
+    # 2 * 3 < 7 output channels: the input gradient takes the col2im path, so the forward keeps its columns.
+    w = rng.standard_normal((7, 3, 3, 3))
     ws = kernels.Workspace()
     kernels.conv2d_forward(rng.standard_normal((2, 3, 5, 5)), w, None, (1, 1), (1, 1), ws)
-    buffer = ws.get("cols", (3, 3, 3, 2, 5, 5), np.dtype(np.float64))
+    buffer = ws._buffers["cols"]
     x = rng.standard_normal((2, 3, 5, 5))
     y = kernels.conv2d_forward(x, w, None, (1, 1), (1, 1), ws)
-    assert ws.get("cols", (3, 3, 3, 2, 5, 5), np.dtype(np.float64)) is buffer
+    assert ws._buffers["cols"] is buffer
     np.testing.assert_allclose(y, ref.conv2d(x, w, None, (1, 1), (1, 1)), rtol=1e-12, atol=1e-12)
+
+
+def test_stride_one_conv2d_keeps_no_batch_sized_columns_and_reuses_its_chunk_buffers(rng, monkeypatch):
+    # The weight gradient comes from the output-gradient columns: the forward keeps only small chunk
+    # buffers (here of 2 samples), reused from call to call, whose padding entries stay zero.
+    monkeypatch.setattr(kernels, "_BLOCK_BYTES", 2 * 3 * 9 * 25 * 8)
+    w = rng.standard_normal((4, 3, 3, 3))
+    b = rng.standard_normal(4)
+    ws = kernels.Workspace()
+    kernels.conv2d_forward(rng.standard_normal((5, 3, 5, 5)), w, b, (1, 1), (1, 1), ws)
+    assert "cols" not in ws._buffers
+    chunk_buffers = {name: buf for name, buf in ws._buffers.items() if name.startswith("fwd_cols")}
+    assert chunk_buffers and all(buf.shape[3] <= 2 for buf in chunk_buffers.values())
+    x = rng.standard_normal((5, 3, 5, 5))
+    y = kernels.conv2d_forward(x, w, b, (1, 1), (1, 1), ws)
+    assert all(ws._buffers[name] is buf for name, buf in chunk_buffers.items())
+    np.testing.assert_allclose(y, ref.conv2d(x, w, b, (1, 1), (1, 1)), rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dw, db = np.empty_like(w), np.empty_like(b)
+    dx = kernels.conv2d_backward(dy, w, (1, 1), (1, 1), ws, dw, db)
+    rdx, rdw, rdb = ref.conv2d_backward(x, w, dy, (1, 1), (1, 1))
+    for got, want in ((dx, rdx), (dw, rdw), (db, rdb)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_backward_uses_the_input_of_its_own_forward(rng):
+    # The stride-1 weight gradient reads the forward's input, not a copy of its columns: a later forward
+    # through another Workspace (another layer) must not disturb it.
+    w = rng.standard_normal((3, 2, 3, 3))
+    ws, other = kernels.Workspace(), kernels.Workspace()
+    x = rng.standard_normal((2, 2, 6, 6))
+    y = kernels.conv2d_forward(x, w, None, (1, 1), (1, 1), ws)
+    kernels.conv2d_forward(rng.standard_normal((2, 2, 6, 6)), w, None, (1, 1), (1, 1), other)
+    dy = rng.standard_normal(y.shape)
+    dw = np.empty_like(w)
+    kernels.conv2d_backward(dy, w, (1, 1), (1, 1), ws, dw, None, input_grad=False)
+    np.testing.assert_allclose(dw, ref.conv2d_backward(x, w, dy, (1, 1), (1, 1))[1], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(("shape", "k", "s", "p"), POOL_CASES)

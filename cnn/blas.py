@@ -1,0 +1,90 @@
+"""Which OpenBLAS kernels NumPy's matrix products run on: chosen for this CPU before NumPy loads them.
+
+Most of a training step is spent in ``np.matmul`` (the convolutions' GEMMs), i.e. in the OpenBLAS that
+NumPy bundles. OpenBLAS picks its kernels once, when it is loaded, from the CPU it finds. On AMD Zen 4
+(CPU family 25 with AVX-512) it picks its Intel ``SkylakeX`` AVX-512 kernels, but Zen 4 executes
+AVX-512 as two 256-bit halves, and OpenBLAS's AVX2 ``Haswell`` kernels ran this library's GEMM shapes
+8-15% faster on the project's machine (``benchmarks/train_throughput.py --numpy-blas both`` measures
+the whole training step both ways; figures in the README).
+
+``import cnn`` therefore sets ``OPENBLAS_CORETYPE=Haswell`` on such CPUs, which takes effect only when
+NumPy has not been imported yet (import ``cnn`` first, or set the variable yourself). It never overrides
+an ``OPENBLAS_CORETYPE`` that is already set, and ``CNN_OPENBLAS_AUTO=0`` turns it off. The variable
+is inherited by child processes (DVC stages, benchmark workers), which then make the same choice.
+
+Standard library only: this module runs before NumPy is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+AUTO_ENV = "CNN_OPENBLAS_AUTO"
+CORETYPE_ENV = "OPENBLAS_CORETYPE"
+
+
+def _cpu_facts(cpuinfo: str) -> dict[str, Any]:
+    """Vendor, family and flags of the first processor in ``/proc/cpuinfo`` text."""
+    facts: dict[str, Any] = {"vendor": "", "family": -1, "flags": frozenset()}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the end of the first processor's block
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "vendor_id":
+            facts["vendor"] = value
+        elif key == "cpu family":
+            try:
+                facts["family"] = int(value)
+            except ValueError:
+                pass
+        elif key == "flags":
+            facts["flags"] = frozenset(value.split())
+    return facts
+
+
+def preferred_openblas_coretype(cpuinfo: str | None = None) -> str | None:
+    """``"Haswell"`` on AMD Zen 4 (vendor AuthenticAMD, CPU family 25, AVX-512), else None (OpenBLAS's
+    own choice is kept). ``cpuinfo``: the text of ``/proc/cpuinfo`` (read when None; None off Linux)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return None
+    facts = _cpu_facts(cpuinfo)
+    if facts["vendor"] == "AuthenticAMD" and facts["family"] == 25 and "avx512f" in facts["flags"]:
+        return "Haswell"
+    return None
+
+
+def select_openblas_kernels() -> str | None:
+    """Set ``OPENBLAS_CORETYPE`` to :func:`preferred_openblas_coretype` when that can still take effect
+    (NumPy not imported yet), the variable is unset and ``CNN_OPENBLAS_AUTO`` is not ``0``.
+
+    Returns the core type set, or None when nothing was changed."""
+    if os.environ.get(AUTO_ENV, "1").strip() == "0" or os.environ.get(CORETYPE_ENV):
+        return None
+    if "numpy" in sys.modules:
+        return None
+    coretype = preferred_openblas_coretype()
+    if coretype is not None:
+        os.environ[CORETYPE_ENV] = coretype
+    return coretype
+
+
+def openblas_kernels() -> str | None:
+    """The kernel set (``"Haswell"``, ``"SkylakeX"``, ...) of the OpenBLAS that NumPy loaded, or None when
+    NumPy uses another BLAS or threadpoolctl cannot tell."""
+    import numpy  # noqa: F401  (loads the BLAS library so that threadpoolctl can see it)
+
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return None
+    for info in threadpool_info():
+        if info.get("internal_api") == "openblas":
+            return info.get("architecture")
+    return None
