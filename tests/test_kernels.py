@@ -411,3 +411,28 @@ def test_work_below_the_dispatch_threshold_runs_inline(monkeypatch):
     large = kernels.parallel(lambda lo, hi: (lo, hi), 32, min_block=kernels._min_block(32 * 28 * 28))
     assert small == [(0, 128)]
     assert large == [(0, 16), (16, 32)]
+
+
+def test_stride_one_conv2d_gradients_do_not_depend_on_the_threads_or_their_timing(rng, monkeypatch):
+    # Chunks go to whichever thread is free, but each chunk's share is added in chunk order: the same
+    # bits with 1, 2 or 3 threads, every time.
+    monkeypatch.setattr(kernels, "_BLOCK_BYTES", 4 * 9 * 36 * 4)  # one-sample chunks of dcols
+    x = rng.standard_normal((7, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = np.zeros(4, np.float32)
+    dy = rng.standard_normal((7, 4, 6, 6)).astype(np.float32)
+    results = []
+    before = kernels.get_num_threads()
+    try:
+        for n_threads in (1, 2, 3, 2, 2):
+            kernels.set_num_threads(n_threads)
+            ws = kernels.Workspace()
+            y = kernels.conv2d_forward(x, w, b, (1, 1), (1, 1), ws)
+            dw, db = np.empty_like(w), np.empty_like(b)
+            dx = kernels.conv2d_backward(dy, w, (1, 1), (1, 1), ws, dw, db)
+            results.append((y.copy(), dx.copy(), dw, db))
+    finally:
+        kernels.set_num_threads(before)
+    for other in results[1:]:
+        for got, first in zip(other, results[0]):
+            np.testing.assert_array_equal(got, first)
