@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from cnn.blas import openblas_kernels
 from cnn.model import CNN
 
 
@@ -61,6 +62,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         "threads": threads,
         "python": platform.python_version(),
         "numpy": np.__version__,
+        "numpy_blas_kernels": openblas_kernels(),
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
@@ -120,12 +122,19 @@ def format_table(report: dict[str, Any]) -> str:
     threads = f"{m['threads']} thread" + ("s" if m["threads"] != 1 else "")
     caption = (
         f"Images/s, seed CNN, float32, eval mode. {m['cpu']} ({m['cores']} cores, {threads})"
-        f"{gpu}; numpy {m['numpy']}, torch {m['torch']}."
+        f"{gpu}; numpy {m['numpy']} (OpenBLAS kernels {m['numpy_blas_kernels']}), torch {m['torch']}."
     )
     return "\n".join([caption, "", head, sep, *body])
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cnn.blas import preferred_environment
+
+    env = preferred_environment()
+    if argv is None and env != dict(os.environ):
+        # NumPy is loaded already (this module imports it first): start again with the OpenBLAS kernels
+        # that ``import cnn`` picks for this CPU, as the library's users get them (see cnn.blas).
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1000], help="batch sizes")
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per cell")

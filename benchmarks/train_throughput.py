@@ -106,17 +106,14 @@ def run_torch(n: int, batch_size: int) -> dict[str, Any]:
 def worker_env(blas: str) -> dict[str, str]:
     """The environment of a worker: ``auto`` sets the OpenBLAS kernels ``import cnn`` would choose (the
     worker imports NumPy first, so it cannot choose them itself); ``openblas`` leaves OpenBLAS to choose."""
-    from cnn.blas import AUTO_ENV, CORETYPE_ENV, preferred_openblas_coretype
+    from cnn.blas import AUTO_ENV, CORETYPE_ENV, preferred_environment
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     if blas == "openblas":
         env.pop(CORETYPE_ENV, None)
         env[AUTO_ENV] = "0"
-    elif not env.get(CORETYPE_ENV) and env.get(AUTO_ENV, "1").strip() != "0":
-        coretype = preferred_openblas_coretype()
-        if coretype is not None:
-            env[CORETYPE_ENV] = coretype
-    return env
+        return env
+    return preferred_environment(env)
 
 
 def measure(framework: str, n: int, batch_size: int, threading: str, blas: str = "auto") -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,18 @@ def select_openblas_kernels() -> str | None:
     if coretype is not None:
         os.environ[CORETYPE_ENV] = coretype
     return coretype
+
+
+def preferred_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``environ`` (default ``os.environ``) plus the ``OPENBLAS_CORETYPE`` that ``import cnn`` would set,
+    for starting a process that imports NumPy before ``cnn`` (benchmarks, workers). Unchanged when the
+    variable is set, ``CNN_OPENBLAS_AUTO=0``, or the CPU keeps OpenBLAS's own choice."""
+    env = dict(os.environ if environ is None else environ)
+    if env.get(AUTO_ENV, "1").strip() != "0" and not env.get(CORETYPE_ENV):
+        coretype = preferred_openblas_coretype()
+        if coretype is not None:
+            env[CORETYPE_ENV] = coretype
+    return env
 
 
 def openblas_kernels() -> str | None:

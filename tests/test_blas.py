@@ -70,3 +70,14 @@ def test_numpy_runs_on_the_chosen_kernels_here():
     code = "import cnn; from cnn.blas import openblas_kernels; print(openblas_kernels())"
     assert run_python(code) == preferred_openblas_coretype()
     assert run_python(code, **{AUTO_ENV: "0"}) != preferred_openblas_coretype()
+
+
+def test_the_preferred_environment_for_a_child_process_respects_the_same_switches():
+    from cnn.blas import preferred_environment
+
+    assert preferred_environment({"PATH": "/bin"}) == {
+        "PATH": "/bin",
+        **({CORETYPE_ENV: preferred_openblas_coretype()} if preferred_openblas_coretype() else {}),
+    }
+    assert preferred_environment({AUTO_ENV: "0"}) == {AUTO_ENV: "0"}
+    assert preferred_environment({CORETYPE_ENV: "Zen"}) == {CORETYPE_ENV: "Zen"}
