@@ -495,16 +495,7 @@ def _offset_slices(
     inside the image, and the matching strided slices of the input. Cached per geometry: the chunked
     convolutions ask for the same slices hundreds of times per training step (~11 us each to build,
     holding the GIL that the other worker needs)."""
-    return tuple(_iter_offset_slices(in_hw, out_hw, kernel, stride, padding))
-
-
-def _iter_offset_slices(
-    in_hw: tuple[int, int],
-    out_hw: tuple[int, int],
-    kernel: tuple[int, int],
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-) -> Iterator[tuple[int, int, tuple[slice, slice], tuple[slice, slice]]]:
+    found = []
     for i in range(kernel[0]):
         r_lo, r_hi, r0 = _valid_range(out_hw[0], in_hw[0], i, stride[0], padding[0])
         for j in range(kernel[1]):
@@ -516,7 +507,8 @@ def _iter_offset_slices(
                 slice(r0, r0 + stride[0] * (r_hi - r_lo - 1) + 1, stride[0]),
                 slice(c0, c0 + stride[1] * (c_hi - c_lo - 1) + 1, stride[1]),
             )
-            yield i, j, out_sl, in_sl
+            found.append((i, j, out_sl, in_sl))
+    return tuple(found)
 
 
 def _im2col_into(
