@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -462,3 +466,20 @@ def test_scheduler_none_with_a_warm_up_still_warms_up() -> None:
     h = model.fit(X, y, epochs=3, batch_size=8, learning_rate=0.3, scheduler="none",
                   scheduler_kwargs={"warmup_epochs": 2}, verbose=0)  # fmt: skip
     assert h["lr"] == pytest.approx([0.1, 0.2, 0.3])
+
+
+FROM_SCRATCH = ["activations", "architecture", "blas", "errors", "kernels", "layers", "losses", "model"]
+FROM_SCRATCH += ["optimizers", "schedulers", "training"]
+
+
+def test_the_from_scratch_modules_never_import_torch():
+    # Imported (in a fresh interpreter) and read: NumPy and the standard library only, torch nowhere.
+    modules = ", ".join(f"cnn.{name}" for name in FROM_SCRATCH)
+    code = f"import sys, {modules}; print('torch' in sys.modules)"
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "False"
+    for name in FROM_SCRATCH:
+        source = (root / "cnn" / f"{name}.py").read_text()
+        assert "import torch" not in source and "from torch" not in source, name
