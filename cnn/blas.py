@@ -61,16 +61,22 @@ def preferred_openblas_coretype(cpuinfo: str | None = None) -> str | None:
     return None
 
 
+def _coretype_to_set(environ: Mapping[str, str]) -> str | None:
+    """The ``OPENBLAS_CORETYPE`` to add to ``environ``: :func:`preferred_openblas_coretype`, unless the
+    variable is already set or ``CNN_OPENBLAS_AUTO`` is ``0``."""
+    if environ.get(AUTO_ENV, "1").strip() == "0" or environ.get(CORETYPE_ENV):
+        return None
+    return preferred_openblas_coretype()
+
+
 def select_openblas_kernels() -> str | None:
     """Set ``OPENBLAS_CORETYPE`` to :func:`preferred_openblas_coretype` when that can still take effect
     (NumPy not imported yet), the variable is unset and ``CNN_OPENBLAS_AUTO`` is not ``0``.
 
     Returns the core type set, or None when nothing was changed."""
-    if os.environ.get(AUTO_ENV, "1").strip() == "0" or os.environ.get(CORETYPE_ENV):
-        return None
     if "numpy" in sys.modules:
         return None
-    coretype = preferred_openblas_coretype()
+    coretype = _coretype_to_set(os.environ)
     if coretype is not None:
         os.environ[CORETYPE_ENV] = coretype
     return coretype
@@ -81,10 +87,9 @@ def preferred_environment(environ: Mapping[str, str] | None = None) -> dict[str,
     for starting a process that imports NumPy before ``cnn`` (benchmarks, workers). Unchanged when the
     variable is set, ``CNN_OPENBLAS_AUTO=0``, or the CPU keeps OpenBLAS's own choice."""
     env = dict(os.environ if environ is None else environ)
-    if env.get(AUTO_ENV, "1").strip() != "0" and not env.get(CORETYPE_ENV):
-        coretype = preferred_openblas_coretype()
-        if coretype is not None:
-            env[CORETYPE_ENV] = coretype
+    coretype = _coretype_to_set(env)
+    if coretype is not None:
+        env[CORETYPE_ENV] = coretype
     return env
 
 

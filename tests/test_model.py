@@ -98,6 +98,23 @@ def test_sequential_names_and_chains_its_layers() -> None:
     assert seq.backward(np.ones((5, 2))).shape == (5, 4)
 
 
+def assert_same_as_layer_by_layer(
+    fused: Sequential, plain: Sequential, x: np.ndarray, y: np.ndarray, dout: np.ndarray
+) -> None:
+    """``y = fused.forward(x)`` and ``fused.backward(dout)`` (its input and parameter gradients) equal
+    what ``plain``'s layers give run one after another."""
+    ref = x
+    for layer in plain:
+        ref = layer.forward(ref)
+    np.testing.assert_allclose(y, ref, rtol=1e-13, atol=1e-15)
+    dx, ref_dx = fused.backward(dout), dout
+    for layer in reversed(plain.layers):
+        ref_dx = layer.backward(ref_dx)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-11, atol=1e-13)
+    for name, g in plain.grads.items():
+        np.testing.assert_allclose(fused.grads[name], g, rtol=1e-11, atol=1e-13, err_msg=name)
+
+
 def test_sequential_fuses_batchnorm_and_relu_with_the_same_results_and_names() -> None:
     rng = np.random.default_rng(0)
 
@@ -131,16 +148,7 @@ def test_sequential_fuses_batchnorm_and_relu_with_the_same_results_and_names() -
     x, dout = rng.standard_normal((6, 2, 5, 4)), rng.standard_normal((6, 4))
     y = fused.forward(x)
     assert calls == ["bn+relu"]  # the pair ran fused ...
-    ref = x
-    for layer in plain:  # ... and gives what the layers give one after another
-        ref = layer.forward(ref)
-    np.testing.assert_allclose(y, ref, rtol=1e-13, atol=1e-15)
-    dx, ref_dx = fused.backward(dout), dout
-    for layer in reversed(plain.layers):
-        ref_dx = layer.backward(ref_dx)
-    np.testing.assert_allclose(dx, ref_dx, rtol=1e-11, atol=1e-13)
-    for name, g in plain.grads.items():
-        np.testing.assert_allclose(fused.grads[name], g, rtol=1e-11, atol=1e-13, err_msg=name)
+    assert_same_as_layer_by_layer(fused, plain, x, y, dout)  # ... and gives what the layers give
 
 
 def test_sequential_fuses_maxpool_and_dropout2d_with_the_same_results_and_names() -> None:
@@ -170,16 +178,7 @@ def test_sequential_fuses_maxpool_and_dropout2d_with_the_same_results_and_names(
         y = fused.forward(x)
         assert calls == ["pool+dropout"]  # the pair ran fused (also in eval: the dropout is the identity)
         calls.clear()
-        ref = x
-        for layer in plain:  # ... and gives what the layers give one after another
-            ref = layer.forward(ref)
-        np.testing.assert_allclose(y, ref, rtol=1e-13, atol=1e-15)
-        dx, ref_dx = fused.backward(dout), dout
-        for layer in reversed(plain.layers):
-            ref_dx = layer.backward(ref_dx)
-        np.testing.assert_allclose(dx, ref_dx, rtol=1e-11, atol=1e-13)
-        for name, g in plain.grads.items():
-            np.testing.assert_allclose(fused.grads[name], g, rtol=1e-11, atol=1e-13, err_msg=name)
+        assert_same_as_layer_by_layer(fused, plain, x, y, dout)  # ... and gives what the layers give
 
 
 def test_backward_without_input_gradient_returns_none_with_the_same_parameter_gradients() -> None:
