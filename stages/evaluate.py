@@ -6,7 +6,7 @@ Reads ``data.processed_dir``, ``data.name``, ``evaluate.batch_size``, ``train.th
 ``tracking.uri``; writes ``metrics/evaluate.json``, ``plots/confusion_<fw>.json``,
 ``reports/predictions.npz``, ``reports/disagreements.json`` and ``reports/comparison.md``, and logs the
 test metrics and the report to both training runs (MLflow). All the work is
-:func:`cnn.evaluation.evaluate_from_config` (the files are described there). Ends with the comparison
+:func:`cnn.pipeline.evaluate.evaluate_from_config` (the files are described there). Ends with the comparison
 table on stdout.
 """
 
@@ -16,9 +16,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cnn.evaluation import EvaluatePaths, evaluate_from_config
 from cnn.pipeline import PARAMS_FILE, load_params, stage_main
-from cnn.report import comparison_summary, comparison_table
+from cnn.pipeline.evaluate import EvaluatePaths, evaluate_from_config
+from cnn.pipeline.report import comparison_summary, comparison_table
 
 
 def run(argv: Sequence[str]) -> int:

@@ -6,7 +6,7 @@ Reads ``data.processed_dir``, ``data.name``, ``data.seed``, ``evaluate.num_sampl
 ``evaluate.max_misclassified``, ``evaluate.feature_map_channels``, ``tracking.uri``, the training
 histories, ``reports/predictions.npz``, the test split and both models; writes the six PNGs of
 ``reports/figures/`` and logs them to both training runs under ``figures/``. All the work is
-:func:`cnn.evaluation.render_figures_from_config` (the figures are described there).
+:func:`cnn.pipeline.evaluate.render_figures_from_config` (the figures are described there).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cnn.evaluation import PlotPaths, render_figures_from_config
 from cnn.pipeline import PARAMS_FILE, load_params, stage_main
+from cnn.pipeline.evaluate import PlotPaths, render_figures_from_config
 
 
 def run(argv: Sequence[str]) -> int:

@@ -42,8 +42,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from cnn import tracking
 from cnn.errors import CNNError, ConfigError
+from cnn.pipeline import tracking
 
 log = logging.getLogger("sweep")
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # so tests can `import gradcheck`
 
 # Keep BLAS single-threaded per test unless a test asks otherwise: results stay reproducible.
 os.environ.setdefault("MPLBACKEND", "Agg")

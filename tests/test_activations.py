@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gradcheck import numerical_gradient_array, rel_error
 
 from cnn.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from cnn.gradcheck import numerical_gradient_array, rel_error
 
 torch = pytest.importorskip("torch")
 

@@ -16,7 +16,9 @@ hydra = pytest.importorskip("hydra")
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from cnn.config import (  # noqa: E402
+from cnn.errors import ConfigError  # noqa: E402
+from cnn.pipeline import compose_params, load_params, optimizer_kwargs, scheduler_kwargs  # noqa: E402
+from cnn.pipeline.config import (  # noqa: E402
     DATASETS,
     OPTIMIZERS,
     SCHEDULERS,
@@ -25,8 +27,6 @@ from cnn.config import (  # noqa: E402
     train_config_for,
     validate_config,
 )
-from cnn.errors import ConfigError  # noqa: E402
-from cnn.pipeline import compose_params, load_params, optimizer_kwargs, scheduler_kwargs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -1,5 +1,6 @@
-"""cnn.evaluation and the evaluate and plot stages on tiny fixture outputs: two small real models (NumPy
-CNN and TorchCNN, different seeds so they disagree), a 60-image test split, training metrics and histories."""
+"""cnn.pipeline.evaluate and the evaluate and plot stages on tiny fixture outputs: two small real models
+(NumPy CNN and TorchCNN, different seeds so they disagree), a 60-image test split, training metrics
+and histories."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 
 from cnn.data import save_split
 from cnn.errors import CheckpointError, DataError
-from cnn.evaluation import (
+from cnn.model import CNN
+from cnn.pipeline.evaluate import (
     FIGURES,
     PlotPaths,
     evaluate,
@@ -22,7 +24,6 @@ from cnn.evaluation import (
     load_predictions,
     render_figures,
 )
-from cnn.model import CNN
 
 torch = pytest.importorskip("torch")
 from cnn.torch_model import TorchCNN  # noqa: E402
@@ -176,7 +177,7 @@ def test_evaluate_names_the_missing_model(tmp_path):
 
 
 def test_evaluate_from_config_reads_the_inference_batch_size_from_the_evaluate_group(tmp_path, monkeypatch):
-    from cnn.config import validate_config
+    from cnn.pipeline.config import validate_config
 
     make_pipeline_outputs(tmp_path)
     monkeypatch.chdir(tmp_path)  # outputs other than data.processed_dir are relative to the repo root
@@ -215,7 +216,7 @@ def test_plot_refuses_predictions_from_another_test_split(evaluated, tmp_path):
 def test_both_stages_log_to_the_training_runs(tmp_path):
     """Real MLflow on a SQLite file: evaluate adds test metrics and the report, plot adds the figures."""
     mlflow = pytest.importorskip("mlflow")
-    from cnn import tracking
+    from cnn.pipeline import tracking
 
     paths = make_pipeline_outputs(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -1,4 +1,5 @@
-"""The ``evaluate`` config group (conf/evaluate/, cnn.config.EvaluateConfig) that cnn.evaluation reads."""
+"""The ``evaluate`` config group (conf/evaluate/, cnn.pipeline.config.EvaluateConfig), read by
+cnn.pipeline.evaluate."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnn.config import EvaluateConfig, validate_config
 from cnn.errors import ConfigError
+from cnn.pipeline.config import EvaluateConfig, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("batch_size", "num_samples", "max_misclassified", "feature_map_channels")

@@ -7,10 +7,10 @@ import threading
 
 import numpy as np
 import pytest
-import reference_kernels as ref
 
 from cnn import kernels
 from cnn.errors import CNNError
+from cnn.kernels import reference as ref
 
 # (N, C, H, W), kernel, stride, padding. Includes padding > kernel/2 (offsets that only see padding),
 # stride 2 with odd sizes, non-square everything, and kernel 1.

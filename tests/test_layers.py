@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gradcheck import numerical_gradient_array, rel_error
 
 from cnn.activations import ReLU
 from cnn.errors import CNNError
+from cnn.gradcheck import numerical_gradient_array, rel_error
 from cnn.layers import (
     AvgPool2D,
     BatchNorm1D,

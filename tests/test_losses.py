@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gradcheck import numerical_gradient, rel_error
 
+from cnn.gradcheck import numerical_gradient, rel_error
 from cnn.losses import CrossEntropyLoss, MSELoss
 
 torch = pytest.importorskip("torch")

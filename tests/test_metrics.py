@@ -1,4 +1,4 @@
-"""cnn.metrics: confusion matrix, per-class scores, agreement of two models, timed inference."""
+"""cnn.pipeline.metrics: confusion matrix, per-class scores, agreement of two models, timed inference."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cnn.errors import CNNError
-from cnn.metrics import (
+from cnn.pipeline.metrics import (
     accuracy,
     agreement,
     classification_report,

@@ -6,7 +6,7 @@ notebooks read their inputs from environment variables, pointed here at a tempor
 - ``CNN_DATA_DIR``, ``CNN_TRAIN_SIZE``, ``CNN_EPOCHS`` (01, 02): the processed splits and the size of
   the training runs;
 - ``DVC_ROOT`` (03): the project root, from which ``params.yaml``, ``metrics/``, ``plots/``, ``models/``
-  and the default MLflow database ``mlflow.db`` are found (``cnn.tracking.repo_root``).
+  and the default MLflow database ``mlflow.db`` are found (``cnn.pipeline.tracking.repo_root``).
 
 The temporary project is filled by the pipeline's own stage scripts (``python -m stages.<name>``, as
 ``dvc repro`` runs them) on real MNIST with the ``smoke`` experiment (two epochs instead of one, so that

@@ -1,4 +1,4 @@
-"""cnn.report: the Performance Comparison table renders from a small metrics file."""
+"""cnn.pipeline.report: the Performance Comparison table renders from a small metrics file."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cnn.report import (
+from cnn.pipeline.report import (
     comparison_table,
     dataset_label,
     format_duration,
@@ -115,7 +115,7 @@ def test_write_comparison_renders_from_a_metrics_file(tmp_path):
 
 
 def test_machine_line_names_a_torch_accelerator_but_not_the_cpu():
-    from cnn.report import machine_line
+    from cnn.pipeline.report import machine_line
 
     base = {"platform": "Linux", "cpu_count": 16, "threads": 1}
     assert machine_line({**base, "torch_device": "cuda:0"}) == (

@@ -146,8 +146,7 @@ def test_a_killed_training_process_resumes_to_the_same_result(tmp_path, referenc
         f"""
         import signal, sys
         import numpy as np
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_resume_numpy import FIT, TINY, tiny_data
+        from tests.test_resume_numpy import FIT, TINY, tiny_data
         from cnn import CNN, TrainingInterrupted
 
         class WaitForKill:  # after epoch 1: tell the parent, then wait for its signal

@@ -163,8 +163,7 @@ def test_divergence_leaves_the_last_good_checkpoint_intact(tmp_path):
 CHILD = textwrap.dedent(
     """
     import sys, time
-    sys.path.insert(0, {tests!r})
-    from test_resume_torch import FIT, data, make_trainer
+    from tests.test_resume_torch import FIT, data, make_trainer
 
     class Slow:  # gives the parent time to send its signal while the run is still going
         def on_epoch_end(self, epoch, logs):
@@ -180,7 +179,7 @@ def test_a_killed_training_process_resumes_to_the_uninterrupted_result(tmp_path,
     """The real thing: another process is sent SIGTERM while training, exits non-zero with the message,
     and this process resumes from its checkpoint to the numbers of the uninterrupted run."""
     path = tmp_path / "resume.pt"
-    script = CHILD.format(tests=str(repo_root / "tests"), path=str(path))
+    script = CHILD.format(path=str(path))
     env = {**os.environ, "PYTHONPATH": str(repo_root)}
     child = subprocess.Popen(
         [sys.executable, "-c", script],

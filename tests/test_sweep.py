@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from synthetic_splits import write_processed_splits
+
+from tests.helpers.synthetic_splits import write_processed_splits
 
 mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("hydra")

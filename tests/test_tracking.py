@@ -1,4 +1,4 @@
-"""cnn.tracking: where runs go, failing fast, what a training run holds, models that load back, and
+"""cnn.pipeline.tracking: where runs go, failing fast, what a training run holds, models that load back, and
 concurrent writers on one SQLite database."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnn import tracking
 from cnn.errors import TrackingError
+from cnn.pipeline import tracking
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -86,7 +86,7 @@ def test_relative_sqlite_path_is_anchored_at_the_repo_root(monkeypatch, tmp_path
 
 
 def test_importing_cnn_and_cnn_tracking_does_not_import_mlflow():
-    code = "import sys, cnn, cnn.tracking; print('mlflow' in sys.modules)"
+    code = "import sys, cnn, cnn.pipeline.tracking; print('mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -293,7 +293,7 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from cnn import tracking
+    from cnn.pipeline import tracking
     import mlflow  # imported before the start signal, so the four really open the database together
     uri, index, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     cfg = {"tracking": {"uri": uri, "experiment": "concurrent"}, "train": {"seed": index}}

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic_splits import write_processed_splits
+
+from tests.helpers.synthetic_splits import write_processed_splits
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 

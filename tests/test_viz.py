@@ -1,4 +1,4 @@
-"""cnn.viz: every figure function writes a valid PNG of the documented size from small inputs."""
+"""cnn.pipeline.viz: every figure function writes a valid PNG of the documented size from small inputs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from cnn import viz
 from cnn.errors import CNNError
-from cnn.metrics import confusion_matrix
+from cnn.pipeline import viz
+from cnn.pipeline.metrics import confusion_matrix
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

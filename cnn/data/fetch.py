@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnn.data.atomic import atomic_open, atomic_write_bytes
+from cnn.atomic import atomic_open, atomic_write_bytes
 from cnn.data.datasets import IDX_FILES, DatasetSpec, get_dataset
 from cnn.data.idx import GZIP_MAGIC
 from cnn.data.sources import DEFAULT_TIMEOUT_S, Source, SourceUnavailable, default_sources

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnn.data.atomic import atomic_write_bytes
+from cnn.atomic import atomic_write_bytes
 from cnn.errors import DataError
 
 IMAGES_MAGIC = 2051

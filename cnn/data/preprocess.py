@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from cnn.data.atomic import atomic_open, atomic_write_bytes
+from cnn.atomic import atomic_open, atomic_write_bytes
 from cnn.data.datasets import (
     IDX_FILES,
     TEST_IMAGES,

@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from cnn.errors import CNNError
-from cnn.metrics import normalize_confusion, top_k
+from cnn.pipeline.metrics import normalize_confusion, top_k
 
 DPI = 100
 """Dots per inch of every saved PNG."""
@@ -222,7 +222,7 @@ def plot_confusion_matrix(
 ) -> Figure:
     """Per model, the confusion matrix as counts (left) and row-normalised to percent (right).
 
-    Rows are the true class, columns the predicted one (``cnn.metrics.confusion_matrix``). The
+    Rows are the true class, columns the predicted one (``cnn.pipeline.metrics.confusion_matrix``). The
     normalised panel divides each row by its support, so its diagonal is the per-class recall and its
     off-diagonal cells the share of a class mistaken for another. Its colour scale is a power law
     (gamma 0.3) so that the small error rates stay visible next to a ~99 % diagonal; zero cells are left

@@ -82,7 +82,7 @@ _RUN_POINTER_KEYS = ("run_id", "experiment_id", "tracking_uri", "run_name")
 
 # The models-from-code file logged with every NumPy model. MLflow executes it when the model is loaded
 # (instead of unpickling an object), and `set_model` hands it the wrapper.
-_NUMPY_PYFUNC_CODE = '''"""MLflow pyfunc entry point of a NumPy `cnn.CNN` (from cnn.tracking.log_numpy_model).
+_NUMPY_PYFUNC_CODE = '''"""MLflow pyfunc entry point of a NumPy `cnn.CNN` (tracking.log_numpy_model).
 
 predict(x): x float32 (N, C, H, W) -> logits float32 (N, num_classes), the eval-mode forward pass.
 """
@@ -99,7 +99,7 @@ class NumpyCNNModel(PythonModel):
         self.model = CNN.load(context.artifacts["weights"])  # npz, no pickle; returned in eval mode
 
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
-        from cnn.tracking import numpy_logits
+        from cnn.pipeline.tracking import numpy_logits
 
         return numpy_logits(self.model, model_input)
 
@@ -535,7 +535,7 @@ def log_numpy_model(model: Any, input_example: Any, name: str = MODEL_ARTIFACT_N
         weights = model.save(tmp_path / "model.npz")
         code_file = tmp_path / "numpy_cnn_pyfunc.py"
         code_file.write_text(_NUMPY_PYFUNC_CODE)
-        package = Path(__file__).resolve().parent
+        package = Path(__file__).resolve().parents[1]  # the whole cnn package
         bundled = tmp_path / "code" / package.name
         shutil.copytree(package, bundled, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         return mlflow.pyfunc.log_model(

@@ -1,6 +1,6 @@
 """The NumPy-vs-PyTorch comparison as Markdown, rendered from the evaluate stage's metrics.
 
-Input is the dict written to ``metrics/evaluate.json`` (see :mod:`cnn.evaluation`)::
+Input is the dict written to ``metrics/evaluate.json`` (see :mod:`cnn.pipeline.evaluate`)::
 
     {"numpy": {"test_accuracy", "test_loss", "train_time_s", "epochs", "batch_size", "samples_per_sec",
                "inference_images_per_sec", "inference_batch_size", "macro_f1",

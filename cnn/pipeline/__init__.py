@@ -3,7 +3,7 @@
 - :func:`compose_params` -- compose ``conf/`` into ``params.yaml`` exactly as ``dvc exp run`` does (it calls
   DVC's own Hydra composition), then validate it. ``make repro`` runs it before ``dvc repro``, which does
   not compose by itself.
-- :func:`load_params` -- read and validate ``params.yaml`` (:func:`cnn.config.validate_config`).
+- :func:`load_params` -- read and validate ``params.yaml`` (:func:`cnn.pipeline.config.validate_config`).
 - :func:`stage_main` -- run a stage function with clean failures: a :class:`~cnn.errors.ConfigError` is one
   line on stderr and exit code 2, any other :class:`~cnn.errors.CNNError` one line and exit code 1, an
   interrupt exit code 130; the traceback only with ``--debug`` or ``HYDRA_FULL_ERROR=1``.
@@ -32,8 +32,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from cnn.config import FRAMEWORKS, arch_config, train_config_for, validate_config
 from cnn.errors import CNNError, ConfigError
+from cnn.pipeline.config import FRAMEWORKS, arch_config, train_config_for, validate_config
 
 __all__ = [
     "CONFIG_DIR",
@@ -89,7 +89,7 @@ def compose_params(
     leaves the previous ``params.yaml`` untouched.
 
     Returns:
-        The validated config (:func:`cnn.config.validate_config`).
+        The validated config (:func:`cnn.pipeline.config.validate_config`).
 
     Raises:
         ConfigError: an unknown group option or key, a malformed override, or a value the schema rejects.
@@ -139,7 +139,7 @@ def load_params(path: str | os.PathLike[str] = PARAMS_FILE) -> dict[str, Any]:
     """Read ``path`` (the composed config) and return it validated, every schema key filled in.
 
     Raises:
-        ConfigError: the file is missing or not YAML, or :func:`cnn.config.validate_config` rejects it.
+        ConfigError: missing or not YAML, or :func:`~cnn.pipeline.config.validate_config` rejects it.
     """
     import yaml
     from omegaconf import OmegaConf
@@ -394,7 +394,7 @@ def train_from_config(
         framework: ``"numpy"`` or ``"torch"``; ``train.<framework>`` overrides apply.
         models_dir: parent folder of the saved model; None saves nothing.
         track: log to MLflow (``tracking.uri`` / ``$MLFLOW_TRACKING_URI`` / the repo's SQLite file).
-        nested, run_name: passed to :func:`cnn.tracking.start_training_run`.
+        nested, run_name: passed to :func:`cnn.pipeline.tracking.start_training_run`.
         callbacks: extra ``on_epoch_end(epoch, logs)`` / ``on_train_end(history)`` objects.
         verbose: 0 silent, 1 a progress bar per epoch, 2 one line per epoch.
 
@@ -413,7 +413,7 @@ def train_from_config(
     cfg = validate_config(cfg, source="config")
     train = train_config_for(cfg, framework)
     if track:
-        from cnn.tracking import check_tracking_uri, resolve_tracking_uri
+        from cnn.pipeline.tracking import check_tracking_uri, resolve_tracking_uri
 
         check_tracking_uri(resolve_tracking_uri(cfg["tracking"]["uri"]))
     x, y, x_val, y_val = _load_training_data(cfg)
@@ -423,7 +423,7 @@ def train_from_config(
     if not track:
         return _fit(cfg, train, framework, data, list(callbacks), checkpoint, save_to, verbose)
 
-    from cnn import tracking
+    from cnn.pipeline import tracking
 
     with tracking.start_training_run(cfg, framework, nested=nested, run_name=run_name) as run:
         cbs = [tracking.MLflowCallback(run.info.run_id), *callbacks]
@@ -576,7 +576,3 @@ def _compose_main(argv: list[str]) -> None:
         f"{cfg['optimizer']['name']} lr={cfg['optimizer']['lr']:g}, scheduler {cfg['scheduler']['name']}, "
         f"{cfg['train']['epochs']} epochs x batch {cfg['train']['batch_size']}"
     )
-
-
-if __name__ == "__main__":
-    stage_main(_compose_main, name="compose")

@@ -19,7 +19,7 @@ and writes::
                                   ``confusion`` template, x: actual, y: predicted)
     reports/predictions.npz       y (N,), <fw>_proba (N, K) float32: what the figures are drawn from
     reports/disagreements.json    the test indices where the two models disagree, with both predictions
-    reports/comparison.md         the Performance Comparison table (cnn.report)
+    reports/comparison.md         the Performance Comparison table (cnn.pipeline.report)
 
 then logs the test metrics and the report to both training runs (MLflow, under ``evaluation/``).
 
@@ -36,8 +36,8 @@ models, the training histories (``plots/history_<fw>.json``) and ``reports/predi
     misclassified.png       up to ``evaluate.max_misclassified`` test images the NumPy model gets wrong,
                             with its top-2 probabilities
 
-and logs them to both training runs as MLflow artifacts under ``figures/``. All drawing is :mod:`cnn.viz`;
-this module picks what to draw.
+and logs them to both training runs as MLflow artifacts under ``figures/``. All drawing is
+:mod:`cnn.pipeline.viz`; this module picks what to draw.
 
 :func:`evaluate_from_config` and :func:`render_figures_from_config` map a validated config
 (:func:`cnn.pipeline.load_params`) onto those two: they are what ``python -m stages.evaluate`` and
@@ -60,8 +60,8 @@ import numpy as np
 
 from cnn.errors import CheckpointError, DataError
 from cnn.losses import CrossEntropyLoss
-from cnn.metrics import agreement, classification_report, confusion_matrix, softmax, timed_inference
-from cnn.report import FRAMEWORK_NAMES, render_comparison
+from cnn.pipeline.metrics import agreement, classification_report, confusion_matrix, softmax, timed_inference
+from cnn.pipeline.report import FRAMEWORK_NAMES, render_comparison
 
 __all__ = [
     "FIGURES",
@@ -318,7 +318,7 @@ class Evaluation:
     context: dict[str, Any]
 
     def report_input(self) -> dict[str, Any]:
-        """``metrics`` and ``context`` merged: the input of :func:`cnn.report.render_comparison`."""
+        """``metrics`` and ``context`` merged: the input of :func:`cnn.pipeline.report.render_comparison`."""
         return {**self.metrics, **self.context}
 
 
@@ -343,7 +343,7 @@ def evaluate(
             ``channels_last``, ...); ``threads`` above wins over a ``threads`` here.
         track: log metrics and report to the runs named by ``models/<fw>/mlflow_run.json`` (a missing
             pointer is skipped with a warning: that model was trained without tracking).
-        tracking_uri: MLflow URI (default :func:`cnn.tracking.resolve_tracking_uri`).
+        tracking_uri: MLflow URI (default :func:`cnn.pipeline.tracking.resolve_tracking_uri`).
 
     Returns:
         :class:`Evaluation`: the metrics written to ``metrics/evaluate.json`` and the report's context.
@@ -355,7 +355,7 @@ def evaluate(
     from cnn.data import get_dataset, load_split
 
     if track:  # fail within seconds when the server is down, not after a minute of inference
-        from cnn.tracking import check_tracking_uri, resolve_tracking_uri
+        from cnn.pipeline.tracking import check_tracking_uri, resolve_tracking_uri
 
         check_tracking_uri(tracking_uri or resolve_tracking_uri())
     threads = dict(threads or {})
@@ -437,7 +437,7 @@ def evaluate(
 def _log_to_runs(
     paths: EvaluatePaths, results: Mapping[str, Any], frameworks: Sequence[str], uri: str | None
 ) -> None:
-    from cnn import tracking
+    from cnn.pipeline import tracking
 
     agreement_rate = (results.get("agreement") or {}).get("rate")
     for fw in frameworks:
@@ -511,11 +511,11 @@ def render_figures(
         DataError: a history, the predictions or the test split is missing or malformed.
         CheckpointError: a model file is missing or corrupt. TrackingError: the tracking store fails.
     """
-    from cnn import viz  # matplotlib: imported only when drawing
     from cnn.data import load_split
+    from cnn.pipeline import viz  # matplotlib: imported only when drawing
 
     if track:  # fail fast when the tracking server is down
-        from cnn.tracking import check_tracking_uri, resolve_tracking_uri
+        from cnn.pipeline.tracking import check_tracking_uri, resolve_tracking_uri
 
         check_tracking_uri(tracking_uri or resolve_tracking_uri())
     names = {fw: FRAMEWORK_NAMES[fw] for fw in frameworks}
@@ -594,7 +594,7 @@ def _label(c: int, class_names: Sequence[str] | None) -> str:
 
 
 def _log_figures(paths: PlotPaths, frameworks: Sequence[str], figures: list[Path], uri: str | None) -> None:
-    from cnn import tracking
+    from cnn.pipeline import tracking
 
     for fw in frameworks:
         if not paths.run_pointer(fw).is_file():
@@ -612,8 +612,8 @@ def evaluate_from_config(cfg: Mapping[str, Any], *, track: bool = True) -> Evalu
     ``train.numpy`` / ``train.torch`` overrides), the torch model's ``device``, ``channels_last`` and
     ``deterministic`` (where and how it trained), and ``tracking.uri`` when ``track``.
     """
-    from cnn.config import train_config_for
-    from cnn.tracking import resolve_tracking_uri
+    from cnn.pipeline.config import train_config_for
+    from cnn.pipeline.tracking import resolve_tracking_uri
 
     torch_train = train_config_for(cfg, "torch")
     return evaluate(
@@ -638,7 +638,7 @@ def render_figures_from_config(cfg: Mapping[str, Any], *, track: bool = True) ->
 
     uri = None
     if track:
-        from cnn.tracking import resolve_tracking_uri
+        from cnn.pipeline.tracking import resolve_tracking_uri
 
         uri = resolve_tracking_uri(cfg["tracking"]["uri"])
     classes = get_dataset(cfg["data"]["name"]).classes
