@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from cnn import CNN
+from cnn.checkpoint import encode_json, read_npz, write_npz_atomic
 from cnn.errors import CheckpointError
-from cnn.training import encode_json, read_npz, write_npz_atomic
 
 TINY = dict(input_shape=(1, 8, 8), num_classes=3, conv_channels=((4,), (6,)), dense_units=(8,))
 
