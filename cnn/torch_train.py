@@ -465,9 +465,8 @@ class _TorchFit:
 
     def train_batch(self, rows: slice | np.ndarray) -> tuple[float, int]:
         tr = self.trainer
-        if isinstance(rows, np.ndarray):
-            rows = torch.from_numpy(rows).to(self.X_dev.device)
-        xb, yb = tr._to_device(self.X_dev[rows]), tr._to_device(self.y_dev[rows])
+        idx = torch.from_numpy(rows).to(self.X_dev.device) if isinstance(rows, np.ndarray) else rows
+        xb, yb = tr._to_device(self.X_dev[idx]), tr._to_device(self.y_dev[idx])
         with tr._autocast():
             logits = tr._forward(xb)
             loss_t = self.loss_fn(logits, yb)
