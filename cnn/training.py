@@ -570,7 +570,10 @@ def run_training(
                     loss_sum, correct, seen, elapsed = 0.0, 0, 0, 0.0
                 t0 = time.perf_counter()
                 for b in range(start_batch, num_batches):
-                    rows = slice(b * batch_size, (b + 1) * batch_size) if order is None else order[b]
+                    if order is None:  # contiguous; the last batch runs to the end, as in batch_order
+                        rows = slice(b * batch_size, n if b + 1 == num_batches else (b + 1) * batch_size)
+                    else:
+                        rows = order[b]
                     batch_loss, batch_correct = target.train_batch(rows)
                     if not math.isfinite(batch_loss):
                         bar.abandon()

@@ -257,7 +257,7 @@ class RecordingTarget:
         self.training = mode
 
     def train_batch(self, rows):
-        yb = np.arange(10)[rows]
+        yb = np.arange(100)[rows]
         self.batches += 1
         self.events.append(("forward", yb.tolist()))
         loss = self.losses.get(self.batches, float(np.mean(yb)))
@@ -276,7 +276,7 @@ class RecordingTarget:
     def restore_training(self, path, run_key):
         raise AssertionError("not resuming")
 
-    def run(self, epochs: int):
+    def run(self, epochs: int, n: int = 10):
         class Callback:
             def on_epoch_end(inner, epoch, logs) -> None:
                 self.events.append(("on_epoch_end", epoch, sorted(logs)))
@@ -286,7 +286,7 @@ class RecordingTarget:
 
         # Contiguous batches of 4 over 10 samples; the checkpoint hooks only record (no file is written).
         options = FitOptions(epochs, 4, False, 0, 0, [Callback()], "run.npz", False)
-        return run_training(options, self, np.arange(10), validation_data=(None, None))
+        return run_training(options, self, np.arange(n), validation_data=(None, None))
 
 
 def test_run_training_steps_every_batch_then_validates_schedules_checkpoints_and_calls_back() -> None:
@@ -327,3 +327,13 @@ def test_run_training_stops_on_a_nan_loss_before_stepping_and_writes_no_checkpoi
     assert trainer.events[-2:] == [("step",), ("forward", [4, 5, 6, 7])]  # no step after the NaN
     assert [e for e in trainer.events if e[0] == "save"] == [("save", 1, 0, 1)]
     assert trainer.training is False
+
+
+def test_run_training_without_shuffling_folds_a_trailing_single_sample_into_the_last_batch() -> None:
+    trainer = RecordingTarget()
+    history = trainer.run(epochs=1, n=9)  # batches of 4: the ninth sample joins the second batch
+    assert [e for e in trainer.events if e[0] == "forward"] == [
+        ("forward", [0, 1, 2, 3]),
+        ("forward", [4, 5, 6, 7, 8]),
+    ]
+    assert history["loss"] == [(1.5 * 4 + 6.0 * 5) / 9]  # every sample counted once
