@@ -1,4 +1,4 @@
-"""The fast kernels in ``cnn.kernels`` against the slow loop implementations in ``reference_kernels``,
+"""The fast kernels in ``cnn.kernels`` against the slow loop implementations in ``cnn.kernels.reference``,
 with the thread pool on and off, for every memory layout they may receive."""
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ import pytest
 
 from cnn import kernels
 from cnn.errors import CNNError
+from cnn.kernels import conv as conv_kernels
+from cnn.kernels import memory
 from cnn.kernels import reference as ref
+from cnn.kernels import threads as thread_pool
 
 # (N, C, H, W), kernel, stride, padding. Includes padding > kernel/2 (offsets that only see padding),
 # stride 2 with odd sizes, non-square everything, and kernel 1.
@@ -29,10 +32,10 @@ THREADS = [1, 2, 3]
 @pytest.fixture(params=THREADS, ids=lambda n: f"{n}threads")
 def threads(request, monkeypatch):
     """Run with 1, 2 and 3 threads; the small test arrays are split too (the kernels otherwise run
-    work below ``kernels._MIN_TASK`` elements per thread inline)."""
+    work below ``cnn.kernels.threads._MIN_TASK`` elements per thread inline)."""
     before = kernels.get_num_threads()
     kernels.set_num_threads(request.param)
-    monkeypatch.setattr(kernels, "_MIN_TASK", 1)
+    monkeypatch.setattr(thread_pool, "_MIN_TASK", 1)
     yield request.param
     kernels.set_num_threads(before)
 
@@ -42,8 +45,19 @@ def channel_major_copy(x: np.ndarray) -> np.ndarray:
     return np.swapaxes(np.ascontiguousarray(np.swapaxes(x, 0, 1)), 0, 1)
 
 
+def strided_view(x: np.ndarray) -> np.ndarray:
+    """The same values as a non-contiguous view: every other row and column of a larger array."""
+    n, c, h, w = x.shape
+    big = np.zeros((n, c, 2 * h, 2 * w), dtype=x.dtype)
+    big[:, :, ::2, ::2] = x
+    view = big[:, :, ::2, ::2]
+    assert not view.flags.c_contiguous and not np.swapaxes(view, 0, 1).flags.c_contiguous
+    return view
+
+
 def layouts(x: np.ndarray) -> list[np.ndarray]:
-    return [x, channel_major_copy(x), x[:, :, ::-1, :][:, :, ::-1, :]]  # C-order, channel-major, strided
+    """``x`` in every memory layout a kernel may receive: C order, channel-major, strided."""
+    return [x, channel_major_copy(x), strided_view(x)]
 
 
 @pytest.mark.parametrize(("shape", "k", "s", "p"), WINDOW_CASES)
@@ -105,8 +119,8 @@ def test_conv2d_backward_without_input_gradient_computes_only_the_parameter_grad
 def test_conv2d_backward_in_one_sample_chunks_equals_the_reference(
     rng, monkeypatch, shape, k, s, p, out_channels
 ):
-    monkeypatch.setattr(kernels, "_BLOCK_BYTES", 1)  # forces chunks of one sample
-    monkeypatch.setattr(kernels, "_num_threads", 2)
+    monkeypatch.setattr(conv_kernels, "_BLOCK_BYTES", 1)  # forces chunks of one sample
+    monkeypatch.setattr(thread_pool, "_num_threads", 2)
     x = rng.standard_normal((5, *shape[1:]))
     w = rng.standard_normal((out_channels, shape[1], *k))
     ws = kernels.Workspace()
@@ -134,7 +148,7 @@ def test_conv2d_column_buffer_is_reused_and_its_padding_stays_zero(rng):
 def test_stride_one_conv2d_keeps_no_batch_sized_columns_and_reuses_its_chunk_buffers(rng, monkeypatch):
     # The weight gradient comes from the output-gradient columns: the forward keeps only small chunk
     # buffers (here of 2 samples), reused from call to call, whose padding entries stay zero.
-    monkeypatch.setattr(kernels, "_BLOCK_BYTES", 2 * 3 * 9 * 25 * 8)
+    monkeypatch.setattr(conv_kernels, "_BLOCK_BYTES", 2 * 3 * 9 * 25 * 8)
     w = rng.standard_normal((4, 3, 3, 3))
     b = rng.standard_normal(4)
     ws = kernels.Workspace()
@@ -298,7 +312,7 @@ def test_relu_kernels_agree_for_every_layout(rng, threads):
 
 
 def test_relu_kernels_split_large_arrays_over_threads_exactly(rng, monkeypatch):
-    monkeypatch.setattr(kernels, "_num_threads", 2)
+    monkeypatch.setattr(thread_pool, "_num_threads", 2)
     x = channel_major_copy(rng.standard_normal((4, 8, 128, 129)).astype(np.float32))  # > 2 * 2**18 values
     dy = rng.standard_normal(x.shape).astype(np.float32)
     y = kernels.relu_forward(x)
@@ -326,7 +340,7 @@ def test_float32_in_float32_out(rng):
 
 
 def test_recycled_outputs_are_never_ones_the_caller_still_holds():
-    recycler = kernels._Recycler()
+    recycler = memory._Recycler()
     kept = recycler.empty((256, 256), np.float32)
     kept[...] = 1.0
     view = recycler.empty((256, 256), np.float32)[::2]  # held through a view only
@@ -338,7 +352,7 @@ def test_recycled_outputs_are_never_ones_the_caller_still_holds():
 
 
 def test_recycler_reuses_dropped_arrays_and_keeps_its_memory_bounded(monkeypatch):
-    recycler = kernels._Recycler()
+    recycler = memory._Recycler()
     monkeypatch.setattr(recycler, "MAX_BYTES", 3 * 256 * 256 * 4)
     first = recycler.empty((256, 256), np.float32)
     address = first.__array_interface__["data"][0]
@@ -372,7 +386,7 @@ def test_parallel_returns_results_in_block_order_and_uses_several_threads(thread
 
 
 def test_parallel_reraises_a_worker_failure_and_stays_usable(monkeypatch):
-    monkeypatch.setattr(kernels, "_num_threads", 2)
+    monkeypatch.setattr(thread_pool, "_num_threads", 2)
 
     def work(lo: int, hi: int) -> None:
         if lo > 0:
@@ -388,7 +402,7 @@ def test_parallel_reraises_a_worker_failure_and_stays_usable(monkeypatch):
 def test_a_forked_child_gets_a_working_pool(monkeypatch):
     import os
 
-    monkeypatch.setattr(kernels, "_num_threads", 2)
+    monkeypatch.setattr(thread_pool, "_num_threads", 2)
     kernels.parallel(lambda lo, hi: None, 4)  # the parent's pool exists now
     pid = os.fork()
     if pid == 0:  # child: would hang on the parent's (absent) worker threads without the fork hook
@@ -406,9 +420,9 @@ def test_set_num_threads_rejects_nonsense():
 def test_work_below_the_dispatch_threshold_runs_inline(monkeypatch):
     # A worker's wake-up costs more than ~64K elements of NumPy work: small layers (the classifier's
     # (N, 128) batch norm at batch 32) run in one block, per-channel work of a conv layer is split.
-    monkeypatch.setattr(kernels, "_num_threads", 2)
-    small = kernels.parallel(lambda lo, hi: (lo, hi), 128, min_block=kernels._min_block(32))
-    large = kernels.parallel(lambda lo, hi: (lo, hi), 32, min_block=kernels._min_block(32 * 28 * 28))
+    monkeypatch.setattr(thread_pool, "_num_threads", 2)
+    small = kernels.parallel(lambda lo, hi: (lo, hi), 128, min_block=thread_pool._min_block(32))
+    large = kernels.parallel(lambda lo, hi: (lo, hi), 32, min_block=thread_pool._min_block(32 * 28 * 28))
     assert small == [(0, 128)]
     assert large == [(0, 16), (16, 32)]
 
@@ -417,7 +431,7 @@ def test_stride_one_conv2d_gradients_do_not_depend_on_the_threads_or_their_timin
     # Chunks go to whichever thread is free, but each chunk's share is added in chunk order: the same
     # bits with 2 or 3 threads, every time. (With the pool off a chunk is the whole batch: equal to
     # float32 round-off.)
-    monkeypatch.setattr(kernels, "_BLOCK_BYTES", 4 * 9 * 36 * 4)  # one-sample chunks of dcols
+    monkeypatch.setattr(conv_kernels, "_BLOCK_BYTES", 4 * 9 * 36 * 4)  # one-sample chunks of dcols
     x = rng.standard_normal((7, 3, 6, 6)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     b = np.zeros(4, np.float32)
