@@ -286,29 +286,57 @@ def test_batchnorm_float32_statistics_survive_a_large_mean(rng, threads):
     np.testing.assert_allclose(var, x.astype(np.float64).var(axis=(0, 2, 3)), rtol=1e-3)
 
 
+@pytest.mark.parametrize("shape", [(4, 3, 5, 3), (7, 5)])
+def test_eval_batchnorm_kernels_equal_the_loop_reference(rng, shape):
+    c = shape[1]
+    gamma, beta = rng.uniform(0.5, 1.5, c), rng.standard_normal(c)
+    running_mean, running_var = rng.standard_normal(c), rng.uniform(0.5, 2.0, c)
+    for x in layouts(rng.standard_normal(shape)) if len(shape) == 4 else [rng.standard_normal(shape)]:
+        cache: dict = {}
+        y = kernels.batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, 1e-5, cache)
+        dy = rng.standard_normal(shape)
+        dgamma, dbeta = np.empty(c), np.empty(c)
+        dx = kernels.batchnorm_backward_eval(dy, gamma, cache, dgamma, dbeta)
+        ry, rdx, rdgamma, rdbeta = ref.batchnorm_eval(x, gamma, beta, running_mean, running_var, 1e-5, dy)
+        for ours, theirs in [(y, ry), (dx, rdx), (dgamma, rdgamma), (dbeta, rdbeta)]:
+            np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_kernels_equal_plain_matrix_products(rng, threads, bias):
+def test_linear_kernels_equal_the_loop_reference(rng, threads, bias):
     x, w = rng.standard_normal((37, 20)), rng.standard_normal((40, 20))
     b = rng.standard_normal(40) if bias else None
     y = kernels.linear_forward(x, w, b)
-    np.testing.assert_allclose(y, x @ w.T + (b if bias else 0.0), rtol=1e-12)
     dy = rng.standard_normal(y.shape)
     dw, db = np.empty_like(w), (np.empty(40) if bias else None)
     dx = kernels.linear_backward(dy, x, w, dw, db)
-    np.testing.assert_allclose(dx, dy @ w, rtol=1e-12)
-    np.testing.assert_allclose(dw, dy.T @ x, rtol=1e-12)
+    ry, rdx, rdw, rdb = ref.linear(x, w, b, dy)
+    for ours, theirs in [(y, ry), (dx, rdx), (dw, rdw)]:
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
     if bias:
-        np.testing.assert_allclose(db, dy.sum(axis=0), rtol=1e-12)
+        np.testing.assert_allclose(db, rdb, rtol=1e-12, atol=1e-12)
+    else:
+        assert rdb is None
 
 
-def test_relu_kernels_agree_for_every_layout(rng, threads):
+def test_relu_kernels_equal_the_loop_reference_for_every_layout(rng, threads):
     x = rng.standard_normal((3, 4, 5, 6)).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
+    ry, rdx = ref.relu(x, dy)
     for xl in layouts(x):
         y = kernels.relu_forward(xl)
-        np.testing.assert_array_equal(y, np.maximum(x, 0))
+        np.testing.assert_array_equal(y, ry)
         for dyl in layouts(dy):
-            np.testing.assert_array_equal(kernels.relu_backward(dyl, y), dy * (x > 0))
+            np.testing.assert_array_equal(kernels.relu_backward(dyl, y), rdx)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_dropout_mask_equals_the_loop_reference_for_the_same_draws(dtype):
+    mask = kernels.dropout_mask((6, 5, 4), 0.3, np.dtype(dtype), np.random.default_rng(5))
+    expected = ref.dropout_mask((6, 5, 4), 0.3, np.dtype(dtype), np.random.default_rng(5))
+    assert mask.dtype == expected.dtype == dtype
+    np.testing.assert_array_equal(mask, expected)
+    assert 0 < (mask == 0).sum() < mask.size
 
 
 def test_relu_kernels_split_large_arrays_over_threads_exactly(rng, monkeypatch):
