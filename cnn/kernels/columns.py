@@ -55,9 +55,9 @@ def _offset_slices(
     padding: tuple[int, int],
 ) -> tuple[tuple[int, int, tuple[slice, slice], tuple[slice, slice]], ...]:
     """For each kernel offset (i, j): the (rows, cols) slices of the output grid whose input pixel is
-    inside the image, and the matching strided slices of the input. Cached per geometry: the chunked
-    convolutions ask for the same slices hundreds of times per training step (~11 us each to build,
-    holding the GIL that the other worker needs)."""
+    inside the image, and the matching strided slices of the input. Offsets that only ever see padding
+    are left out. Cached per geometry: the chunked convolutions ask for the same slices hundreds of
+    times per training step."""
     found = []
     for i in range(kernel[0]):
         r_lo, r_hi, r0 = _valid_range(out_hw[0], in_hw[0], i, stride[0], padding[0])

@@ -32,9 +32,7 @@ def _keeps_columns(c: int, o: int, kernel: tuple[int, int], stride: tuple, paddi
 
     Where it is, the backward builds the columns of the padded output gradient anyway and ``dW``
     follows from those (see :func:`conv2d_backward`), so the forward columns are made a few samples at
-    a time in a buffer that stays in cache and never travel to memory: at batch 128 that spares the
-    default network ~600 MB of memory traffic per step (the columns written, read by the forward GEMM
-    and read again by the weight-gradient GEMM)."""
+    a time in a per-thread buffer that stays in cache and is never kept."""
     return not _transposed_input_gradient(c, o, kernel, stride, padding)
 
 
@@ -66,30 +64,31 @@ def conv2d_forward(
     o, _, kh, kw = weight.shape
     oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
     keep = _keeps_columns(c, o, (kh, kw), stride, padding)
-    xt = channel_major(x)
+    xt = channel_major(x)  # (C, N, H, W)
     ws.meta.update(x_shape=x.shape, kept_columns=keep, xt=None if keep else xt)
-    w2 = weight.reshape(o, -1)
-    yt = empty((o, n, oh, ow), x.dtype)
-    y2 = yt.reshape(o, n * oh * ow)
+    w2 = weight.reshape(o, -1)  # (O, C*kh*kw)
+    yt = empty((o, n, oh, ow), x.dtype)  # the output, channel-major
+    y2 = yt.reshape(o, n * oh * ow)  # (O, N*OH*OW)
 
-    def columns_times_weight(b6: np.ndarray, lo: int, hi: int) -> None:
-        _im2col_into(xt[:, lo:hi], b6, (kh, kw), stride, padding)
+    def columns_times_weight(cols_block: np.ndarray, lo: int, hi: int) -> None:
+        # cols_block (C, kh, kw, hi-lo, OH, OW): the columns of samples lo..hi
+        _im2col_into(xt[:, lo:hi], cols_block, (kh, kw), stride, padding)
         block = slice(lo * oh * ow, hi * oh * ow)
-        np.matmul(w2, b6.reshape(c * kh * kw, -1), out=y2[:, block])
+        np.matmul(w2, cols_block.reshape(c * kh * kw, -1), out=y2[:, block])
         if bias is not None:
             y2[:, block] += bias[:, None]
 
     if keep:
-        cols6 = ws.get("cols", (c, kh, kw, n, oh, ow), x.dtype, zero=True)
-        parallel(lambda lo, hi: columns_times_weight(cols6[:, :, :, lo:hi], lo, hi), n)
+        batch_cols = ws.get("cols", (c, kh, kw, n, oh, ow), x.dtype, zero=True)  # kept for the backward
+        parallel(lambda lo, hi: columns_times_weight(batch_cols[:, :, :, lo:hi], lo, hi), n)
     else:
         chunk = _chunk(c * kh * kw * oh * ow * x.dtype.itemsize, n)
 
         def chunk_work(slot: int, lo: int, hi: int) -> None:
             # Each thread's own buffer, allocated zeroed: the padding entries are never written, and every
             # chunk has the same padding pattern.
-            buf6 = ws.get(f"fwd_cols@{slot}", (c, kh, kw, chunk, oh, ow), x.dtype, zero=True)
-            columns_times_weight(buf6[:, :, :, : hi - lo], lo, hi)
+            cols_buffer = ws.get(f"fwd_cols@{slot}", (c, kh, kw, chunk, oh, ow), x.dtype, zero=True)
+            columns_times_weight(cols_buffer[:, :, :, : hi - lo], lo, hi)
 
         parallel_chunks(chunk_work, n, chunk)
     return np.swapaxes(yt, 0, 1)
@@ -97,8 +96,7 @@ def conv2d_forward(
 
 _BLOCK_BYTES = 2 << 20
 """Target size of a chunk of columns (the convolution's forward columns when they are not kept, and its
-input-gradient columns): about a core's L2 cache. Measured per training step against 1, 1.5, 3 and 4 MiB:
-smaller chunks cost more calls, larger ones leave the columns to L3 and the last chunk to one thread."""
+input-gradient columns): about a core's L2 cache (how it was chosen: ``docs/library.md``)."""
 
 
 def _flipped_transposed(weight: np.ndarray) -> np.ndarray:
@@ -135,44 +133,48 @@ def conv2d_backward(
     n, c, h, w = ws.meta["x_shape"]
     o, _, kh, kw = weight.shape
     oh, ow = grad_out.shape[2:]
-    dyt = channel_major(grad_out)
-    dy2 = dyt.reshape(o, n * oh * ow)
-    dxt = empty((c, n, h, w), weight.dtype) if input_grad else None
+    dyt = channel_major(grad_out)  # (O, N, OH, OW)
+    dy2 = dyt.reshape(o, n * oh * ow)  # (O, N*OH*OW)
+    dxt = empty((c, n, h, w), weight.dtype) if input_grad else None  # dx, channel-major
     dtype = weight.dtype
 
     if ws.meta["kept_columns"]:
-        cols = ws.get("cols", (c, kh, kw, n, oh, ow), dtype, zero=True).reshape(c * kh * kw, -1)
-        w2t = np.ascontiguousarray(weight.reshape(o, -1).T)
+        cols = ws.get("cols", (c, kh, kw, n, oh, ow), dtype, zero=True).reshape(c * kh * kw, -1)  # forward's
+        w2_t = np.ascontiguousarray(weight.reshape(o, -1).T)  # (C*kh*kw, O)
         chunk = _chunk(c * kh * kw * oh * ow * weight.itemsize, n)
 
         def work(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray | None]:
             out_block = slice(lo * oh * ow, hi * oh * ow)
             if input_grad:  # dcols a few samples at a time, in a small per-thread buffer
-                buf6 = ws.get(f"dx_cols@{lo}", (c, kh, kw, min(chunk, hi - lo), oh, ow), dtype, zero=True)
+                cols_buffer = ws.get(
+                    f"dx_cols@{lo}", (c, kh, kw, min(chunk, hi - lo), oh, ow), dtype, zero=True
+                )
                 for s0 in range(lo, hi, chunk):
                     s1 = min(hi, s0 + chunk)
-                    b6 = buf6[:, :, :, : s1 - s0]
-                    np.matmul(w2t, dy2[:, s0 * oh * ow : s1 * oh * ow], out=b6.reshape(c * kh * kw, -1))
-                    _col2im_into(b6, dxt[:, s0:s1], (kh, kw), stride, padding)
-            # This block's share of dW2^T (K, O): computed transposed, which OpenBLAS runs ~10% faster.
+                    cols_block = cols_buffer[:, :, :, : s1 - s0]  # (C, kh, kw, s1-s0, OH, OW)
+                    np.matmul(
+                        w2_t, dy2[:, s0 * oh * ow : s1 * oh * ow], out=cols_block.reshape(c * kh * kw, -1)
+                    )
+                    _col2im_into(cols_block, dxt[:, s0:s1], (kh, kw), stride, padding)
+            # This block's share of dW2^T (K, O): computed transposed, OpenBLAS's faster orientation here.
             dw_t = cols[:, out_block] @ dy2[:, out_block].T
             return dw_t, None if grad_bias is None else _row_sums(dy2[:, out_block])
 
         parts = parallel(work, n)
     else:
-        tpad = (kh - 1 - padding[0], kw - 1 - padding[1])
-        wt2 = _flipped_transposed(weight).reshape(c, -1)
-        x2 = ws.meta["xt"].reshape(c, n * h * w)
+        tpad = (kh - 1 - padding[0], kw - 1 - padding[1])  # padding of dY in the transposed convolution
+        w_flipped = _flipped_transposed(weight).reshape(c, -1)  # (C, O*kh*kw)
+        x2 = ws.meta["xt"].reshape(c, n * h * w)  # the forward's input, (C, N*H*W)
         chunk = _chunk(o * kh * kw * h * w * weight.itemsize, n)
 
         def chunk_work(slot: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray | None]:
-            buf6 = ws.get(f"dx_cols@{slot}", (o, kh, kw, chunk, h, w), dtype, zero=True)
-            b6 = buf6[:, :, :, : hi - lo]
-            dcols = b6.reshape(o * kh * kw, -1)
-            _im2col_into(dyt[:, lo:hi], b6, (kh, kw), (1, 1), tpad)
+            cols_buffer = ws.get(f"dx_cols@{slot}", (o, kh, kw, chunk, h, w), dtype, zero=True)
+            cols_block = cols_buffer[:, :, :, : hi - lo]  # (O, kh, kw, hi-lo, H, W)
+            dcols = cols_block.reshape(o * kh * kw, -1)  # (O*kh*kw, (hi-lo)*H*W)
+            _im2col_into(dyt[:, lo:hi], cols_block, (kh, kw), (1, 1), tpad)
             pixels = slice(lo * h * w, hi * h * w)
             if input_grad:
-                np.matmul(wt2, dcols, out=dxt.reshape(c, -1)[:, pixels])
+                np.matmul(w_flipped, dcols, out=dxt.reshape(c, -1)[:, pixels])
             g = dcols @ x2[:, pixels].T  # this chunk's part of G, rows (o, a, b)
             return g, None if grad_bias is None else _row_sums(dy2[:, lo * oh * ow : hi * oh * ow])
 

@@ -96,12 +96,12 @@ class Workspace:
 class _Recycler:
     """Output arrays that nobody references any more, handed out again instead of fresh memory.
 
-    A fresh multi-megabyte array costs page faults on first touch (~0.1 ms per 3 MB, and faults from
-    two threads serialise on the process's memory map), which made the element-wise kernels slower on
-    two threads than on one. An array is reused only when its reference count shows that no one but
-    this recycler holds it (or a view of it, since views reference their base), so a caller that keeps
-    an output never sees it overwritten. Arrays under 64 KiB are left to NumPy's allocator; at most
-    ``MAX_BYTES`` are kept (unreferenced arrays of other shapes are dropped first), so memory held after
+    A fresh multi-megabyte array costs page faults on first touch, and faults from two threads
+    serialise on the process's memory map (measurements: ``docs/library.md``). An array is reused only
+    when its reference count shows that no one but this recycler holds it (or a view of it, since views
+    reference their base), so a caller that keeps an output never sees it overwritten. Arrays under
+    ``MIN_BYTES`` (64 KiB) are left to NumPy's allocator; at most ``MAX_BYTES`` are kept (unreferenced
+    arrays of other shapes are dropped first), so memory held after
     training or a large evaluation batch stays bounded.
     """
 
@@ -183,11 +183,11 @@ def _from_channel_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _row_sums(a: np.ndarray) -> np.ndarray:
-    """``sum_j a[i, j]`` per row as one BLAS GEMV ``a @ 1``: ~3x faster than ``a.sum(axis=1)`` on the
-    long channel rows (and summed in SIMD blocks, like :func:`_row_dots`), returned as float64."""
+    """``sum_j a[i, j]`` per row of ``a`` (C, m), returned as float64 (C,): one BLAS GEMV ``a @ 1``
+    (faster than ``a.sum(axis=1)`` on long rows; summed in SIMD blocks, like :func:`_row_dots`)."""
     return (a @ _ones(a.shape[1], a.dtype)).astype(np.float64)
 
 
 def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``sum_j a[i, j] * b[i, j]`` per row, as one batched BLAS dot (5-10x faster than einsum here)."""
+    """``sum_j a[i, j] * b[i, j]`` per row of ``a``, ``b`` (C, m) -> (C,), as one batched BLAS dot."""
     return np.matmul(a[:, None, :], b[:, :, None]).reshape(a.shape[0])

@@ -43,7 +43,7 @@ def batchnorm_forward_train(
     cache (one pass and one thread-pool dispatch fewer than :func:`relu_forward` after it); ``y`` is then
     kept too, as the mask of the fused backward.
     """
-    rows = _channel_rows(x)
+    rows = _channel_rows(x)  # (C, m), m = N*H*W values per channel
     c, m = rows.shape
     # The centred input is internal state (kept for backward), so its buffer is reused across calls.
     centred = cache["centred"] if rows.shape == getattr(cache.get("centred"), "shape", None) else None
@@ -89,7 +89,7 @@ def batchnorm_backward_train(
     in the same pass.
     """
     centred, inv_std, relu_out = cache["centred"], cache["inv_std"], cache.get("relu_out")
-    dy = _channel_rows(grad_out)
+    dy = _channel_rows(grad_out)  # (C, m)
     c, m = dy.shape
     dx = empty(dy.shape, dy.dtype)
     dtype = dx.dtype

@@ -14,8 +14,8 @@ from cnn.kernels.threads import parallel
 def relu_forward(x: np.ndarray) -> np.ndarray:
     """``max(x, 0)``, elementwise, same memory layout as ``x``.
 
-    Computed against a zero *array* on flat contiguous views: ``np.maximum`` with a scalar or a
-    broadcast row is 2-3x slower.
+    Computed against a shared zero *array* on flat contiguous views (``np.maximum`` with a scalar or a
+    broadcast row is slower), one block of elements per thread.
     """
     y = empty_like_layout(x)
     flat = _flat(x, y)

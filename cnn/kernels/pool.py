@@ -47,8 +47,8 @@ def maxpool2d_forward(
     n, c, h, w = x.shape
     oh, ow = _pool_out_hw(x.shape, kernel, stride, padding)
     kk = kernel[0] * kernel[1]
-    xt = channel_major(x)
-    yt = empty((c, n, oh, ow), x.dtype)
+    xt = channel_major(x)  # (C, N, H, W)
+    yt = empty((c, n, oh, ow), x.dtype)  # the output, channel-major
     argmax = empty((c, n, oh, ow), np.dtype(np.uint8 if kk < 256 else np.uint16))
     offsets = _offset_slices((h, w), (oh, ow), tuple(kernel), tuple(stride), tuple(padding))
 
@@ -59,7 +59,7 @@ def maxpool2d_forward(
     )
 
     def work(lo: int, hi: int) -> None:
-        best, idx, src = yt[lo:hi], argmax[lo:hi], xt[lo:hi]
+        best, idx, src = yt[lo:hi], argmax[lo:hi], xt[lo:hi]  # channels lo..hi: (hi-lo, N, ...)
         idx[...] = 0
         rest = offsets
         if first_covers:
@@ -104,8 +104,8 @@ def maxpool2d_backward(
     times the forward's ``scale`` if it had one."""
     argmax, (n, c, h, w), scale_t = cache["argmax"], cache["x_shape"], cache.get("scale_t")
     oh, ow = argmax.shape[2:]
-    dyt = channel_major(grad_out)
-    dxt = empty((c, n, h, w), grad_out.dtype)
+    dyt = channel_major(grad_out)  # (C, N, OH, OW)
+    dxt = empty((c, n, h, w), grad_out.dtype)  # dx, channel-major
     offsets = _offset_slices((h, w), (oh, ow), tuple(kernel), tuple(stride), tuple(padding))
 
     # Windows that tile the input (kernel == stride, no padding) never overlap: each offset's gradient

@@ -40,8 +40,8 @@ def _default_num_threads() -> int:
 class _ThreadPool:
     """Persistent worker threads; the calling thread runs the first block itself.
 
-    Lighter than ``concurrent.futures`` (a round trip costs ~20 us instead of ~60 us), which matters
-    with ~40 dispatches per training step.
+    Lighter than ``concurrent.futures`` (a semaphore pair per worker), which matters with ~40 dispatches
+    per training step.
     """
 
     def __init__(self, num_workers: int) -> None:
@@ -139,8 +139,8 @@ def _blas_single_threaded() -> Iterator[bool]:
     """Hold BLAS at one thread (a process-wide setting, restored on exit) while the pool runs, so that
     each worker's GEMM runs on its own core; yields False where BLAS threads cannot be controlled.
 
-    Talks to the BLAS libraries' own setters (threadpoolctl found them once): ~1 us instead of the
-    ~9 us of ``threadpool_limits``, which matters at ~40 dispatches per step."""
+    Talks to the BLAS libraries' own setters (threadpoolctl found them once), several times cheaper
+    than ``threadpool_limits``."""
     controller = _blas_controller()
     if controller is False:
         yield False
@@ -170,9 +170,9 @@ def blas_held() -> Iterator[None]:
 
 
 _MIN_TASK = 1 << 16
-"""Fewest elements (or multiply-adds) per thread worth a dispatch: waking a worker costs 25-75 us on
-this machine, about what NumPy needs for ~64K elements; smaller work (the classifier's (N, 128) batch
-norm, the last dense layer) runs inline."""
+"""Fewest elements (or multiply-adds) per thread worth a dispatch: waking a worker costs about what
+NumPy needs for ~64K elements; smaller work (the classifier's (N, 128) batch norm, the last dense layer)
+runs inline."""
 
 
 def _min_block(per_item: int) -> int:
@@ -228,10 +228,9 @@ def parallel_chunks(work: Callable[[int, int, int], T], n: int, chunk: int) -> l
     last one shorter), handed out one at a time to whichever thread is free; return the results in chunk
     order. ``slot`` numbers the calling thread (0 = the caller), for per-thread scratch buffers.
 
-    Unlike :func:`parallel`'s fixed halves, a thread that starts late (a worker wakes 50-500 us after
-    the caller) or runs slower simply takes fewer chunks: measured, fixed halves of a convolution left
-    one thread idle for ~1 ms per call at batch 128. Results stay deterministic: each chunk's result is
-    the same whichever thread computes it, and callers combine them in chunk order.
+    Unlike :func:`parallel`'s fixed halves, a thread that starts late (a worker wakes well after the
+    caller) or runs slower simply takes fewer chunks. Results stay deterministic: each chunk's result
+    is the same whichever thread computes it, and callers combine them in chunk order.
     """
     bounds = [(lo, min(n, lo + chunk)) for lo in range(0, n, max(1, chunk))]
     results: list[Any] = [None] * len(bounds)
