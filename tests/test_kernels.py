@@ -481,3 +481,51 @@ def test_stride_one_conv2d_gradients_do_not_depend_on_the_threads_or_their_timin
             np.testing.assert_array_equal(got, first)
     for got, first in zip(results[-1], results[0]):
         np.testing.assert_allclose(got, first, rtol=1e-5, atol=1e-5)
+
+
+# Each fast kernel and the loop version in cnn.kernels.reference that the tests above compare it with.
+LOOP_VERSION = {
+    "im2col": ref.im2col,
+    "col2im": ref.col2im,
+    "conv2d_forward": ref.conv2d,
+    "conv2d_backward": ref.conv2d_backward,
+    "maxpool2d_forward": ref.maxpool2d,
+    "maxpool2d_backward": ref.maxpool2d,
+    "avgpool2d_forward": ref.avgpool2d,
+    "avgpool2d_backward": ref.avgpool2d,
+    "batchnorm_forward_train": ref.batchnorm_train,
+    "batchnorm_backward_train": ref.batchnorm_train,
+    "batchnorm_forward_eval": ref.batchnorm_eval,
+    "batchnorm_backward_eval": ref.batchnorm_eval,
+    "linear_forward": ref.linear,
+    "linear_backward": ref.linear,
+    "relu_forward": ref.relu,
+    "relu_backward": ref.relu,
+    "dropout_mask": ref.dropout_mask,
+}
+# The public names of cnn.kernels that compute no mathematics of their own.
+INFRASTRUCTURE = {
+    "IntPair",
+    "Workspace",
+    "blas_held",
+    "channel_major",
+    "conv_output_size",
+    "empty",
+    "empty_channel_major",
+    "empty_like_layout",
+    "get_num_threads",
+    "pair",
+    "parallel",
+    "parallel_chunks",
+    "set_num_threads",
+    "split",
+}
+
+
+def test_every_fast_kernel_has_a_loop_version_in_the_reference():
+    assert set(kernels.__all__) - INFRASTRUCTURE == set(LOOP_VERSION)
+    for fast, loops in LOOP_VERSION.items():
+        assert loops.__module__ == "cnn.kernels.reference" and loops.__doc__, fast
+        assert f":func:`{loops.__name__}`" in ref.__doc__, (
+            f"{loops.__name__} missing from the reference table"
+        )

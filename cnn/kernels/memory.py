@@ -89,6 +89,7 @@ class Workspace:
         return buf
 
     def clear(self) -> None:
+        """Drop every buffer and fact (the next call allocates afresh)."""
         self._buffers.clear()
         self.meta.clear()
 
@@ -135,6 +136,7 @@ class _Recycler:
             return a
 
     def _evict(self, needed: int, keep: tuple[tuple[int, ...], np.dtype]) -> None:
+        """Drop unreferenced arrays of shapes other than ``keep`` until ``needed`` more bytes fit."""
         for key, arrays in self._arrays.items():
             if key == keep:
                 continue
@@ -178,6 +180,7 @@ def _channel_rows(x: np.ndarray) -> np.ndarray:
 
 
 def _from_channel_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`_channel_rows`: (C, N*H*W) rows -> an (N, C, ...) channel-major view."""
     n, c, *rest = shape
     return np.swapaxes(rows.reshape(c, n, *rest), 0, 1)
 

@@ -21,6 +21,7 @@ from cnn.kernels.threads import parallel
 def _pool_out_hw(
     x_shape: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
 ) -> tuple[int, int]:
+    """(OH, OW) of a pooling window over ``x_shape`` (N, C, H, W)."""
     return (
         conv_output_size(x_shape[2], kernel[0], stride[0], padding[0]),
         conv_output_size(x_shape[3], kernel[1], stride[1], padding[1]),

@@ -25,6 +25,7 @@ T = TypeVar("T")
 
 
 def _default_num_threads() -> int:
+    """``CNN_NUM_THREADS`` if set (a clear error if not an int), else the CPUs this process may use."""
     env = os.environ.get("CNN_NUM_THREADS")
     if env:
         try:
@@ -87,6 +88,8 @@ class _ThreadPool:
 
 
 class _State(threading.local):
+    """Per-thread flag: True inside a pool worker, where nested kernel calls run inline."""
+
     in_worker = False
 
 
@@ -123,6 +126,7 @@ def set_num_threads(n: int | None) -> None:
 
 
 def _blas_controller() -> Any:
+    """threadpoolctl's controller of the loaded BLAS libraries (found once), or False without it."""
     global _blas
     if _blas is None:
         try:
