@@ -4,15 +4,17 @@ Most of a training step is spent in ``np.matmul`` (the convolutions' GEMMs), i.e
 NumPy bundles. OpenBLAS picks its kernels once, when it is loaded, from the CPU it finds. On AMD Zen 4
 (CPU family 25 with AVX-512) it picks its Intel ``SkylakeX`` AVX-512 kernels, but Zen 4 executes
 AVX-512 as two 256-bit halves, and OpenBLAS's AVX2 ``Haswell`` kernels ran this library's GEMM shapes
-8-15% faster on the project's machine (``benchmarks/train_throughput.py --numpy-blas both`` measures
-the whole training step both ways; figures in the README).
+faster (``benchmarks/train_throughput.py --numpy-blas both`` measures the whole training step both ways;
+figures in ``docs/library.md``).
 
 ``import cnn`` therefore sets ``OPENBLAS_CORETYPE=Haswell`` on such CPUs, which takes effect only when
 NumPy has not been imported yet (import ``cnn`` first, or set the variable yourself). It never overrides
 an ``OPENBLAS_CORETYPE`` that is already set, and ``CNN_OPENBLAS_AUTO=0`` turns it off. The variable
 is inherited by child processes (DVC stages, benchmark workers), which then make the same choice.
 
-Standard library only: this module runs before NumPy is imported.
+The decision is a pure function of :class:`CpuFacts` (vendor, family, flags), read from
+``/proc/cpuinfo`` by :func:`read_cpu_facts` and injectable everywhere, so every case is testable on any
+CPU. Standard library only: this module runs before NumPy is imported.
 """
 
 from __future__ import annotations
