@@ -2,6 +2,8 @@
 
 They have no parameters and keep the dtype of their input. Each forward keeps what its backward needs:
 the input (ReLU, LeakyReLU) or the output (Sigmoid, Tanh, Softmax), whose derivatives are functions of it.
+Only ReLU runs on a fast kernel (reference: :func:`cnn.kernels.reference.relu`); the others are one
+NumPy expression each, written as their equation: their own reference.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from cnn.layers import Layer
 
 
 class ReLU(Layer):
-    """``y = max(x, 0)``; ``dx = dy * [x > 0]`` (the gradient at 0 is 0, as torch)."""
+    """``y = max(x, 0)``; ``dx = dy * [x > 0]`` (the gradient at 0 is 0, as torch).
+
+    Reference: :func:`cnn.kernels.reference.relu`.
+    """
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,4 +1,5 @@
-"""Numerical gradient checking in float64 (centred differences), shared by the gradient tests."""
+"""Numerical gradient checking in float64 (centred differences): the one ``rel_error`` and numerical
+gradient used by the tests, the tutorial notebook and the docs."""
 
 from __future__ import annotations
 
