@@ -32,8 +32,8 @@ format: $(STAMP) ## ruff format + ruff check --fix (rewrites files)
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
 
-# Static types: mypy over cnn/, stages/ and benchmarks/ ([tool.mypy] in pyproject.toml; unused ignores fail).
-typecheck: $(STAMP) ## mypy over cnn/, stages/, benchmarks/
+# Static types: mypy over the files listed in [tool.mypy] of pyproject.toml (unused ignores fail).
+typecheck: $(STAMP) ## mypy over cnn/, stages/, benchmarks/ and the tests' conftest and helpers
 	.venv/bin/mypy
 
 # What CI runs (.ci/run): everything, the slow end-to-end tests included.
