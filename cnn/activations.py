@@ -30,6 +30,7 @@ class ReLU(Layer):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         # y > 0 exactly where x > 0, so the output serves as the mask.
+        assert self._y is not None, "backward before forward"
         return kernels.relu_backward(grad_out, self._y)
 
 
@@ -46,6 +47,7 @@ class LeakyReLU(Layer):
         return np.where(x > 0, x, x * x.dtype.type(self.negative_slope))
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        assert self._x is not None, "backward before forward"
         slope = np.where(self._x > 0, 1.0, self.negative_slope).astype(grad_out.dtype)
         return grad_out * slope
 
@@ -67,6 +69,7 @@ class Sigmoid(Layer):
         return self._y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        assert self._y is not None, "backward before forward"
         return grad_out * self._y * (1.0 - self._y)
 
 
@@ -82,6 +85,7 @@ class Tanh(Layer):
         return self._y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        assert self._y is not None, "backward before forward"
         return grad_out * (1.0 - self._y * self._y)
 
 

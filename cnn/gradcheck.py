@@ -21,7 +21,7 @@ def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-6) -
     ``f`` takes no argument and reads ``x`` (an input or a parameter array) through closure.
     """
     grad = np.zeros_like(x, dtype=np.float64)
-    it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
+    it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])  # type: ignore[list-item]
     while not it.finished:
         i = it.multi_index
         old = x[i]

@@ -159,7 +159,8 @@ class Conv2D(Layer):
             x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self._ws
         )
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+    # None when needs_input_grad is off (the network's first layer): the one exception to Layer.backward.
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:  # type: ignore[override]
         grad_out = np.asarray(grad_out, dtype=self.dtype)
         return kernels.conv2d_backward(
             grad_out,

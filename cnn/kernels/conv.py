@@ -155,7 +155,7 @@ def conv2d_backward(
                     np.matmul(
                         w2_t, dy2[:, s0 * oh * ow : s1 * oh * ow], out=cols_block.reshape(c * kh * kw, -1)
                     )
-                    _col2im_into(cols_block, dxt[:, s0:s1], (kh, kw), stride, padding)
+                    _col2im_into(cols_block, dxt[:, s0:s1], (kh, kw), stride, padding)  # type: ignore[index]
             # This block's share of dW2^T (K, O): computed transposed, OpenBLAS's faster orientation here.
             dw_t = cols[:, out_block] @ dy2[:, out_block].T
             return dw_t, None if grad_bias is None else _row_sums(dy2[:, out_block])
@@ -173,7 +173,7 @@ def conv2d_backward(
             dcols = cols_block.reshape(o * kh * kw, -1)  # (O*kh*kw, (hi-lo)*H*W)
             _im2col_into(dyt[:, lo:hi], cols_block, (kh, kw), (1, 1), tpad)
             pixels = slice(lo * h * w, hi * h * w)
-            if input_grad:
+            if dxt is not None:  # input_grad
                 np.matmul(w_flipped, dcols, out=dxt.reshape(c, -1)[:, pixels])
             g = dcols @ x2[:, pixels].T  # this chunk's part of G, rows (o, a, b)
             return g, None if grad_bias is None else _row_sums(dy2[:, lo * oh * ow : hi * oh * ow])
@@ -191,4 +191,4 @@ def conv2d_backward(
         grad_weight[...] = g_total.reshape(o, kh, kw, c)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)
     if grad_bias is not None:
         grad_bias[...] = db_total
-    return np.swapaxes(dxt, 0, 1) if input_grad else None
+    return None if dxt is None else np.swapaxes(dxt, 0, 1)

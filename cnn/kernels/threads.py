@@ -10,6 +10,7 @@ what was measured: ``docs/library.md``, "How it is fast".
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import threading
@@ -221,7 +222,7 @@ def parallel(work: Callable[[int, int], T], n: int, min_block: int = 1) -> list[
             def task(k: int) -> None:
                 results[k] = work(*blocks[k])
 
-            pool.run([lambda k=k: task(k) for k in range(len(blocks))])
+            pool.run([functools.partial(task, k) for k in range(len(blocks))])
             return results
     finally:
         pool.lock.release()
