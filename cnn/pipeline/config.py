@@ -38,6 +38,7 @@ __all__ = [
     "EvaluateConfig",
     "ModelConfig",
     "OptimizerConfig",
+    "PathsConfig",
     "PipelineConfig",
     "SchedulerConfig",
     "TrackingConfig",
@@ -202,6 +203,36 @@ class EvaluateConfig:
     feature_map_channels: int = 8  # plot: channels per conv layer in feature_maps.png
 
 
+def _path_default(key: str) -> Any:
+    """A factory of ``conf/paths/default.yaml``'s value (paths are written there only; cnn.pipeline.paths
+    reads the file)."""
+    from cnn.pipeline.paths import default_paths
+
+    value = default_paths()[key]
+    return (lambda: dict(value)) if isinstance(value, dict) else (lambda: value)
+
+
+@dataclass
+class PathsConfig:
+    """The ``paths`` group: folders and file names of every output (values in ``conf/paths/default.yaml``)."""
+
+    models_dir: str = field(default_factory=_path_default("models_dir"))
+    model_files: dict[str, str] = field(default_factory=_path_default("model_files"))
+    run_pointer: str = field(default_factory=_path_default("run_pointer"))
+    checkpoint_files: dict[str, str] = field(default_factory=_path_default("checkpoint_files"))
+    metrics_dir: str = field(default_factory=_path_default("metrics_dir"))
+    train_metrics: dict[str, str] = field(default_factory=_path_default("train_metrics"))
+    evaluate_metrics: str = field(default_factory=_path_default("evaluate_metrics"))
+    plots_dir: str = field(default_factory=_path_default("plots_dir"))
+    history: dict[str, str] = field(default_factory=_path_default("history"))
+    confusion: dict[str, str] = field(default_factory=_path_default("confusion"))
+    reports_dir: str = field(default_factory=_path_default("reports_dir"))
+    predictions: str = field(default_factory=_path_default("predictions"))
+    disagreements: str = field(default_factory=_path_default("disagreements"))
+    comparison: str = field(default_factory=_path_default("comparison"))
+    figures_dir: str = field(default_factory=_path_default("figures_dir"))
+
+
 @dataclass
 class PipelineConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -211,6 +242,7 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
 
 
 _GROUPS: dict[str, type] = {f.name: f.default_factory for f in fields(PipelineConfig)}  # type: ignore[misc]
@@ -466,6 +498,15 @@ def _check_evaluate(e: dict[str, Any], s: str) -> None:
         _check(e[key] >= 1, s, f"evaluate.{key}", e[key], "an integer >= 1")
 
 
+def _check_paths(p: dict[str, Any], s: str) -> None:
+    for key, value in p.items():
+        if isinstance(value, dict):
+            for fw in FRAMEWORKS:
+                _check(bool(value.get(fw)), s, f"paths.{key}.{fw}", value.get(fw), "a file name")
+        else:
+            _check(bool(value), s, f"paths.{key}", value, "a file or folder name")
+
+
 def validate_config(cfg: Mapping[str, Any], source: str = "params.yaml") -> dict[str, Any]:
     """Check a composed config and return it as a plain dict with every schema key filled in.
 
@@ -494,6 +535,7 @@ def validate_config(cfg: Mapping[str, Any], source: str = "params.yaml") -> dict
     if not out["tracking"]["experiment"]:
         raise _reject(source, "tracking.experiment", out["tracking"]["experiment"], "a non-empty name")
     _check_evaluate(out["evaluate"], source)
+    _check_paths(out["paths"], source)
     return out
 
 

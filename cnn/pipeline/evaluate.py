@@ -46,7 +46,6 @@ and logs them to both training runs as MLflow artifacts under ``figures/``. All 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -60,7 +59,9 @@ import numpy as np
 
 from cnn.errors import CheckpointError, DataError
 from cnn.losses import CrossEntropyLoss
+from cnn.pipeline.files import read_json, write_json, write_npz, write_text
 from cnn.pipeline.metrics import agreement, classification_report, confusion_matrix, softmax, timed_inference
+from cnn.pipeline.paths import PipelinePaths
 from cnn.pipeline.report import FRAMEWORK_NAMES, render_comparison
 
 __all__ = [
@@ -85,7 +86,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FRAMEWORKS = ("numpy", "torch")
-MODEL_FILES = {"numpy": "model.npz", "torch": "model.pt"}
 INFERENCE_BATCH_SIZE = 1000
 """Default images per forward pass when timing inference (the issue's "inference images/s at batch 1000");
 the pipeline reads ``evaluate.batch_size`` from the config."""
@@ -102,51 +102,9 @@ FIGURES = (
 SHORT_NAMES = {"numpy": "NumPy", "torch": "torch"}
 
 
-@dataclass(frozen=True)
-class EvaluatePaths:
-    """Where :func:`evaluate` reads and writes, relative to the repository root by default."""
-
-    processed_dir: Path = Path("data/processed")
-    models_dir: Path = Path("models")
-    metrics_dir: Path = Path("metrics")
-    plots_dir: Path = Path("plots")
-    reports_dir: Path = Path("reports")
-
-    @property
-    def test(self) -> Path:
-        return self.processed_dir / "test.npz"
-
-    @property
-    def stats(self) -> Path:
-        return self.processed_dir / "stats.json"
-
-    def model(self, fw: str) -> Path:
-        return self.models_dir / fw / MODEL_FILES[fw]
-
-    def run_pointer(self, fw: str) -> Path:
-        return self.models_dir / fw / "mlflow_run.json"
-
-    def train_metrics(self, fw: str) -> Path:
-        return self.metrics_dir / f"train_{fw}.json"
-
-    @property
-    def evaluate_metrics(self) -> Path:
-        return self.metrics_dir / "evaluate.json"
-
-    def confusion(self, fw: str) -> Path:
-        return self.plots_dir / f"confusion_{fw}.json"
-
-    @property
-    def predictions(self) -> Path:
-        return self.reports_dir / "predictions.npz"
-
-    @property
-    def disagreements(self) -> Path:
-        return self.reports_dir / "disagreements.json"
-
-    @property
-    def comparison(self) -> Path:
-        return self.reports_dir / "comparison.md"
+#: Where :func:`evaluate` and :func:`render_figures` read and write (the ``paths`` config group).
+EvaluatePaths = PipelinePaths
+PlotPaths = PipelinePaths
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -194,16 +152,6 @@ def _thread_limit(framework: str, threads: int | None) -> Iterator[None]:
 
         with threadpool_limits(limits=threads):
             yield
-
-
-def read_json(path: Path, what: str, hint: str) -> Any:
-    """Parse ``path`` as JSON; :class:`DataError` naming the file if it is missing or malformed."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: {what} not found; {hint}") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: expected {what} as JSON, found unreadable content ({exc})") from None
 
 
 TRAIN_KEYS = ("train_time_s", "samples_per_sec", "epochs", "batch_size")
@@ -254,38 +202,6 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
-# ------------------------------------------------------------------------------------------------ files
-def _write_json(path: Path, obj: Any, indent: int | None = 2) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=indent, allow_nan=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_npz(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a bare name
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def load_predictions(path: Path) -> dict[str, np.ndarray]:
     """Read ``reports/predictions.npz`` (no pickle): ``y`` and ``<fw>_proba`` arrays.
 
@@ -323,7 +239,7 @@ class Evaluation:
 
 
 def evaluate(
-    paths: EvaluatePaths = EvaluatePaths(),
+    paths: PipelinePaths,
     *,
     frameworks: Sequence[str] = FRAMEWORKS,
     threads: Mapping[str, int | None] | None = None,
@@ -400,7 +316,7 @@ def evaluate(
     if "numpy" in preds and "torch" in preds:
         ag = agreement(preds["numpy"], preds["torch"], y)
         results["agreement"] = ag.to_dict("numpy", "torch")
-        _write_json(
+        write_json(
             paths.disagreements,
             {
                 "indices": ag.disagree.tolist(),
@@ -411,11 +327,11 @@ def evaluate(
         )
     results["test_images"] = len(y)
 
-    _write_json(paths.evaluate_metrics, results)
+    write_json(paths.evaluate_metrics, results)
     for fw, p in preds.items():
         rows = [{"actual": int(a), "predicted": int(b)} for a, b in zip(y, p)]
-        _write_json(paths.confusion(fw), rows, indent=None)
-    _write_npz(paths.predictions, y=y, **{f"{fw}_proba": p.astype(np.float32) for fw, p in probas.items()})
+        write_json(paths.confusion(fw), rows, indent=None)
+    write_npz(paths.predictions, y=y, **{f"{fw}_proba": p.astype(np.float32) for fw, p in probas.items()})
     sizes = stats.get("sizes") or {}
     context = {
         "dataset": {
@@ -427,7 +343,7 @@ def evaluate(
         "machine": {**machine_info(next(iter(threads.values()), None)), "torch_device": devices.get("torch")},
     }
     evaluation = Evaluation(metrics=results, context=context)
-    _write_text(paths.comparison, render_comparison(evaluation.report_input()))
+    write_text(paths.comparison, render_comparison(evaluation.report_input()))
 
     if track:
         _log_to_runs(paths, results, frameworks, tracking_uri)
@@ -463,21 +379,6 @@ def _log_to_runs(
 
 
 # ------------------------------------------------------------------------------------------------ figures
-@dataclass(frozen=True)
-class PlotPaths(EvaluatePaths):
-    """:class:`EvaluatePaths` plus the histories and the figures folder (what :func:`render_figures` uses)."""
-
-    def history(self, fw: str) -> Path:
-        return self.plots_dir / f"history_{fw}.json"
-
-    @property
-    def figures_dir(self) -> Path:
-        return self.reports_dir / "figures"
-
-    def figure(self, name: str) -> Path:
-        return self.figures_dir / f"{name}.png"
-
-
 def first_conv_weights(framework: str, model: Any) -> np.ndarray:
     """``(F, C, kh, kw)`` weights of the first layer of ``features`` (a convolution) as a NumPy array."""
     if framework == "numpy":
@@ -486,7 +387,7 @@ def first_conv_weights(framework: str, model: Any) -> np.ndarray:
 
 
 def render_figures(
-    paths: PlotPaths = PlotPaths(),
+    paths: PipelinePaths,
     *,
     frameworks: Sequence[str] = FRAMEWORKS,
     class_names: Sequence[str] | None = None,
@@ -617,7 +518,7 @@ def evaluate_from_config(cfg: Mapping[str, Any], *, track: bool = True) -> Evalu
 
     torch_train = train_config_for(cfg, "torch")
     return evaluate(
-        EvaluatePaths(processed_dir=Path(cfg["data"]["processed_dir"])),
+        PipelinePaths.from_config(cfg),
         threads={fw: train_config_for(cfg, fw)["threads"] for fw in FRAMEWORKS},
         batch_size=cfg["evaluate"]["batch_size"],
         # Where and how the torch model trained; not `compile`: its first batches would time the compiler.
@@ -644,7 +545,7 @@ def render_figures_from_config(cfg: Mapping[str, Any], *, track: bool = True) ->
     classes = get_dataset(cfg["data"]["name"]).classes
     settings = cfg["evaluate"]
     return render_figures(
-        PlotPaths(processed_dir=Path(cfg["data"]["processed_dir"])),
+        PipelinePaths.from_config(cfg),
         class_names=None if list(classes) == [str(i) for i in range(len(classes))] else classes,
         num_samples=settings["num_samples"],
         max_misclassified=settings["max_misclassified"],

@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from cnn.atomic import atomic_write_text
 from cnn.errors import TrackingError
 
 DEFAULT_EXPERIMENT = "cnn-mnist"
@@ -616,12 +617,7 @@ def write_run_pointer(path: str | os.PathLike[str], run: Any, tracking_uri: str 
         "tracking_uri": tracking_uri or mlflow.get_tracking_uri(),
         "run_name": info.run_name,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(pointer, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(pointer, indent=2) + "\n")
 
 
 def read_run_pointer(path: str | os.PathLike[str]) -> dict[str, str]:
