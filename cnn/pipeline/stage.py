@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from cnn.errors import CNNError, ConfigError
 
-__all__ = ["EXIT_CONFIG", "EXIT_ERROR", "EXIT_INTERRUPTED", "one_line", "stage_main"]
+__all__ = ["EXIT_CONFIG", "EXIT_ERROR", "EXIT_INTERRUPTED", "one_line", "stage_args", "stage_main"]
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
@@ -78,3 +78,16 @@ def _report(stage: str, exc: BaseException, debug: bool, code: int) -> int:
     hint = "" if debug else " (--debug shows the traceback)"
     print(f"{stage}: error: {one_line(exc)}{hint}", file=sys.stderr, flush=True)
     return code
+
+
+def stage_args(argv: Sequence[str], doc: str | None) -> Any:
+    """The options every stage takes: ``--params FILE`` (default ``params.yaml``) and ``--no-track`` (no
+    MLflow logging). ``doc`` is the stage module's docstring (its first line describes the stage)."""
+    import argparse
+
+    from cnn.pipeline.paths import PARAMS_FILE
+
+    parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
+    parser.add_argument("--params", default=PARAMS_FILE, help="the composed config (default: %(default)s)")
+    parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    return parser.parse_args(list(argv))

@@ -316,6 +316,7 @@ def run_train_stage(
     framework: str,
     params: str | os.PathLike[str] = PARAMS_FILE,
     *,
+    track: bool = True,
     verbose: int = 1,
 ) -> TrainResult:
     """The ``train_<framework>`` DVC stage: ``params`` -> trained model, metrics, history, MLflow run.
@@ -327,7 +328,7 @@ def run_train_stage(
     """
     cfg = load_params(params)
     paths = PipelinePaths.from_config(cfg)
-    result = train_from_config(cfg, framework, models_dir=paths.models_dir, verbose=verbose)
+    result = train_from_config(cfg, framework, models_dir=paths.models_dir, track=track, verbose=verbose)
     write_json(paths.train_metrics(framework), result.metrics())
     write_json(paths.history(framework), result.history_records())
     final = result.final
