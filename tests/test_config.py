@@ -110,7 +110,7 @@ def test_compose_params_leaves_the_previous_file_when_the_composition_is_invalid
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_preset_composes_into_a_valid_config(experiment):
     cfg = validate_config(composed(f"experiment={experiment}"))
-    assert set(cfg) == {"data", "model", "optimizer", "scheduler", "train", "tracking", "evaluate"}
+    assert set(cfg) == {"data", "model", "optimizer", "scheduler", "train", "tracking", "evaluate", "paths"}
 
 
 @pytest.mark.parametrize(
