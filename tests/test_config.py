@@ -216,7 +216,7 @@ def test_every_optimizer_and_scheduler_preset_builds_in_the_library(optimizer, s
         (
             "optimizer.name",
             "adamx",
-            "optimizer.name = 'adamx' is not allowed; expected one of adam, sgd, adamw",
+            "optimizer.name = 'adamx' is not allowed; expected one of adam, adamw, sgd",
         ),
         ("scheduler.name", "linear", "scheduler.name = 'linear' is not allowed; expected one of none, step,"),
         ("optimizer.lr", 0.0, "optimizer.lr = 0.0 is not allowed; expected a number > 0"),

@@ -27,6 +27,8 @@ from typing import Any
 
 from cnn.architecture import ArchConfig
 from cnn.errors import ConfigError
+from cnn.optimizers import OPTIMIZER_KEYS
+from cnn.schedulers import SCHEDULER_KEYS
 
 __all__ = [
     "DATASETS",
@@ -59,18 +61,9 @@ class DatasetName(str, Enum):
     fashion_mnist = "fashion_mnist"
 
 
-class OptimizerName(str, Enum):
-    adam = "adam"
-    sgd = "sgd"
-    adamw = "adamw"
-
-
-class SchedulerName(str, Enum):
-    none = "none"
-    step = "step"
-    exponential = "exponential"
-    cosine = "cosine"
-    plateau = "plateau"
+# The optimizer and scheduler names are the library's registries (cnn.optimizers, cnn.schedulers).
+OptimizerName = Enum("OptimizerName", {name: name for name in OPTIMIZER_KEYS}, type=str)  # type: ignore[misc]
+SchedulerName = Enum("SchedulerName", {name: name for name in SCHEDULER_KEYS}, type=str)  # type: ignore[misc]
 
 
 class PlateauMode(str, Enum):

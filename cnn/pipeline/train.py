@@ -40,12 +40,9 @@ def optimizer_kwargs(optimizer: Mapping[str, Any]) -> dict[str, Any]:
     Only the keys the named optimizer reads: SGD ``momentum, nesterov, weight_decay``; Adam and AdamW
     ``betas, eps, weight_decay``.
     """
-    keys = (
-        ("momentum", "nesterov", "weight_decay")
-        if optimizer["name"] == "sgd"
-        else ("betas", "eps", "weight_decay")
-    )
-    kw = {k: optimizer[k] for k in keys}
+    from cnn.optimizers import OPTIMIZER_KEYS
+
+    kw = {k: optimizer[k] for k in OPTIMIZER_KEYS[optimizer["name"]]}
     if "betas" in kw:
         kw["betas"] = tuple(kw["betas"])
     return kw
@@ -57,15 +54,10 @@ def scheduler_kwargs(scheduler: Mapping[str, Any], epochs: int) -> dict[str, Any
     ``step``: step_size, gamma; ``exponential``: gamma; ``cosine``: T_max (null = ``epochs``), eta_min;
     ``plateau``: mode, factor, patience; every scheduler: warmup_epochs when > 0.
     """
+    from cnn.schedulers import SCHEDULER_KEYS
+
     name = scheduler["name"]
-    per_name: dict[str, tuple[str, ...]] = {
-        "none": (),
-        "step": ("step_size", "gamma"),
-        "exponential": ("gamma",),
-        "cosine": ("T_max", "eta_min"),
-        "plateau": ("mode", "factor", "patience"),
-    }
-    kw = {k: scheduler[k] for k in per_name[name]}
+    kw = {k: scheduler[k] for k in SCHEDULER_KEYS[name]}
     if name == "cosine" and kw["T_max"] is None:
         kw["T_max"] = epochs
     if scheduler.get("warmup_epochs", 0):
