@@ -6,13 +6,13 @@ Reads ``data.processed_dir``, ``data.name``, ``data.seed``, ``evaluate.num_sampl
 ``evaluate.max_misclassified``, ``evaluate.feature_map_channels``, ``tracking.uri``, the training
 histories, ``reports/predictions.npz``, the test split and both models; writes the six PNGs of
 ``reports/figures/`` and logs them to both training runs under ``figures/``. All the work is
-:func:`cnn.pipeline.evaluate.render_figures_from_config` (the figures are described there).
+:func:`cnn.pipeline.figures.render_figures_from_config` (the figures are described there).
 """
 
 from __future__ import annotations
 
 from cnn.pipeline import PipelinePaths, load_params, stage_main
-from cnn.pipeline.evaluate import render_figures_from_config
+from cnn.pipeline.figures import render_figures_from_config
 from cnn.pipeline.stage import stage_args
 
 

@@ -339,12 +339,12 @@ def test_unknown_top_level_group_is_rejected():
         validate_config(cfg)
 
 
-def test_validation_fills_schema_defaults_and_coerces_types():
+def test_validation_coerces_types_and_leaves_keys_the_option_does_not_read_unset():
     cfg = composed()
     cfg["optimizer"]["lr"] = "3e-4"  # a string the schema can read as a float
     out = validate_config(cfg)
     assert out["optimizer"]["lr"] == pytest.approx(3e-4)
-    assert out["optimizer"]["momentum"] == 0.0  # not in adam.yaml, filled from the schema
+    assert out["optimizer"]["momentum"] is None  # adam does not read it: not set, no default in the schema
     assert out["scheduler"]["T_max"] is None
     assert validate_config(out) == out  # idempotent: a validated config passes unchanged
 

@@ -204,7 +204,7 @@ def train_from_config(
     if not track:
         return _fit(cfg, train, framework, data, list(callbacks), checkpoint, save_to, verbose)
 
-    from cnn.pipeline import tracking
+    from cnn.pipeline import logged_models, tracking
 
     with tracking.start_training_run(cfg, framework, nested=nested, run_name=run_name) as run:
         cbs = [tracking.MLflowCallback(run.info.run_id), *callbacks]
@@ -212,9 +212,9 @@ def train_from_config(
         result.run_id = run.info.run_id
         example = x[:5]
         if framework == "numpy":
-            tracking.log_numpy_model(result.model, example)
+            logged_models.log_numpy_model(result.model, example)
         else:
-            tracking.log_torch_model(_torch_module(result.model), example)
+            logged_models.log_torch_model(_torch_module(result.model), example)
         if save_to is not None:
             tracking.log_artifact(save_to, artifact_path="checkpoint")
             tracking.write_run_pointer(save_to.parent / cfg["paths"]["run_pointer"], run)
