@@ -25,8 +25,6 @@ from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
-from omegaconf import MISSING
-
 from cnn.architecture import ArchConfig
 from cnn.errors import ConfigError
 from cnn.optimizers import OPTIMIZER_KEYS
@@ -112,6 +110,9 @@ _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # Schema: one dataclass per config group. Defaults equal conf/'s defaults; scheduler keys that only one
 # scheduler reads default to None and are required by that scheduler.
 
+
+#: omegaconf.MISSING, spelled out so that this module imports omegaconf only when validating.
+MISSING: Any = "???"
 
 # Types and ranges only: every value lives in conf/ (MISSING here = "conf/ must set it"). None on the keys
 # one option reads and others do not (momentum, gamma, ...) means "not set": the option's YAML sets it.
@@ -314,7 +315,7 @@ def _check_complete(cfg: Mapping[str, Any], source: str, prefix: str = "") -> No
     for key, value in cfg.items():
         if isinstance(value, Mapping):
             _check_complete(value, source, f"{prefix}{key}.")
-        elif isinstance(value, str) and value == "???":
+        elif isinstance(value, str) and value == MISSING:
             raise ConfigError(
                 f"{source}: {prefix}{key} is missing; expected a value from conf/ "
                 "(compose params.yaml with `python -m cnn.pipeline compose`)"
