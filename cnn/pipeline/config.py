@@ -27,8 +27,8 @@ from typing import Any
 
 from cnn.architecture import ArchConfig
 from cnn.errors import ConfigError
-from cnn.optimizers import OPTIMIZER_KEYS
-from cnn.schedulers import SCHEDULER_KEYS
+from cnn.optimizers import OPTIMIZER_KEYS, OPTIMIZER_RANGES
+from cnn.schedulers import SCHEDULER_KEYS, SCHEDULER_RANGES
 
 __all__ = [
     "DATASETS",
@@ -398,14 +398,13 @@ def _check_model(m: dict[str, Any], s: str) -> None:
 
 
 def _check_optimizer(o: dict[str, Any], s: str) -> None:
-    _check(_positive_number(o["lr"]), s, "optimizer.lr", o["lr"], "a number > 0")
-    _check(o["weight_decay"] >= 0, s, "optimizer.weight_decay", o["weight_decay"], "a number >= 0")
-    for key in OPTIMIZER_KEYS[o["name"]]:  # the keys the library's optimizer of that name reads
-        _check(
-            o[key] is not None, s, f"optimizer.{key}", o[key], f"a value: optimizer.name={o['name']} reads it"
-        )
-    if o["name"] == "sgd":
-        _check(0.0 <= o["momentum"] < 1.0, s, "optimizer.momentum", o["momentum"], "a number in [0, 1)")
+    name = o["name"]
+    for key in ("lr", "weight_decay", *OPTIMIZER_KEYS[name]):  # the keys the library's optimizer reads
+        _check(o[key] is not None, s, f"optimizer.{key}", o[key], f"a value: optimizer.name={name} reads it")
+        if key in OPTIMIZER_RANGES:
+            expected, ok = OPTIMIZER_RANGES[key]
+            _check(ok(o[key]), s, f"optimizer.{key}", o[key], expected)
+    if name == "sgd":
         _check(
             not o["nesterov"] or o["momentum"] > 0,
             s,
@@ -421,17 +420,8 @@ def _check_optimizer(o: dict[str, Any], s: str) -> None:
             s,
             "optimizer.momentum" if momentum_set else "optimizer.nesterov",
             o["momentum"] if momentum_set else o["nesterov"],
-            f"unset: momentum and nesterov are read by optimizer.name=sgd only, not {o['name']}",
+            f"unset: momentum and nesterov are read by optimizer.name=sgd only, not {name}",
         )
-        betas = o["betas"]
-        _check(
-            len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas),
-            s,
-            "optimizer.betas",
-            betas,
-            "two numbers in [0, 1)",
-        )
-        _check(_positive_number(o["eps"]), s, "optimizer.eps", o["eps"], "a number > 0")
 
 
 def _check_scheduler(c: dict[str, Any], epochs: int, lr: float, s: str) -> None:
@@ -443,21 +433,15 @@ def _check_scheduler(c: dict[str, Any], epochs: int, lr: float, s: str) -> None:
         c["warmup_epochs"],
         f"an integer in [0, train.epochs={epochs})",
     )
-    # The keys the library's scheduler of that name reads (cnn.schedulers); T_max: null = train.epochs.
-    for key in (k for k in SCHEDULER_KEYS[name] if k != "T_max"):
-        _check(c[key] is not None, s, f"scheduler.{key}", c[key], f"a value: scheduler.name={name} reads it")
-    if name == "step":
-        _check(c["step_size"] >= 1, s, "scheduler.step_size", c["step_size"], "an integer >= 1 (epochs)")
-    if name in ("step", "exponential"):
-        _check(0.0 < c["gamma"] <= 1.0, s, "scheduler.gamma", c["gamma"], "a number in (0, 1]")
+    for key in SCHEDULER_KEYS[name]:  # the keys the library's scheduler of that name reads
+        if key != "T_max":  # T_max: null = train.epochs
+            _check(
+                c[key] is not None, s, f"scheduler.{key}", c[key], f"a value: scheduler.name={name} reads it"
+            )
+        if key in SCHEDULER_RANGES:
+            expected, ok = SCHEDULER_RANGES[key]
+            _check(ok(c[key]), s, f"scheduler.{key}", c[key], expected)
     if name == "cosine":
-        _check(
-            c["T_max"] is None or c["T_max"] >= 1,
-            s,
-            "scheduler.T_max",
-            c["T_max"],
-            "an integer >= 1 (epochs) or null for train.epochs",
-        )
         _check(
             0.0 <= c["eta_min"] < lr,
             s,
@@ -465,9 +449,6 @@ def _check_scheduler(c: dict[str, Any], epochs: int, lr: float, s: str) -> None:
             c["eta_min"],
             f"a number in [0, optimizer.lr={lr})",
         )
-    if name == "plateau":
-        _check(0.0 < c["factor"] < 1.0, s, "scheduler.factor", c["factor"], "a number in (0, 1)")
-        _check(c["patience"] >= 0, s, "scheduler.patience", c["patience"], "an integer >= 0 (epochs)")
 
 
 def _check_train(t: dict[str, Any], s: str, prefix: str = "train") -> None:
