@@ -57,7 +57,7 @@ from __future__ import annotations
 import math
 import numbers
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cnn.errors import CheckpointError, ConfigError
@@ -504,7 +504,27 @@ class LinearWarmup(_Stateful):
             self._seq.last_epoch, self._seq.last_lr = self.last_epoch, self.last_lr
 
 
-SCHEDULERS = ("none", "step", "exponential", "cosine", "plateau")
+#: The config keys each scheduler reads (every one also reads ``warmup_epochs``), the keyword arguments of
+#: :func:`make_scheduler`; the names are the registry of schedulers the config, the pipeline and the
+#: torch twin (:func:`cnn.torch_train.make_torch_scheduler`, built from this factory's result) accept.
+SCHEDULER_KEYS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "step": ("step_size", "gamma"),
+    "exponential": ("gamma",),
+    "cosine": ("T_max", "eta_min"),
+    "plateau": ("mode", "factor", "patience"),
+}
+SCHEDULERS = tuple(SCHEDULER_KEYS)
+#: The values the pipeline's config accepts for each scheduler hyper-parameter: (what is expected, test).
+#: The config schema (cnn.pipeline.config) checks these (and the keys that depend on other settings:
+#: warmup_epochs < train.epochs, eta_min < optimizer.lr); :func:`make_scheduler` checks what the maths needs.
+SCHEDULER_RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "step_size": ("an integer >= 1 (epochs)", lambda v: v >= 1),
+    "gamma": ("a number in (0, 1]", lambda v: 0.0 < v <= 1.0),
+    "T_max": ("an integer >= 1 (epochs) or null for train.epochs", lambda v: v is None or v >= 1),
+    "factor": ("a number in (0, 1)", lambda v: 0.0 < v < 1.0),
+    "patience": ("an integer >= 0 (epochs)", lambda v: v >= 0),
+}
 _KWARGS = ("step_size", "gamma", "T_max", "eta_min", "factor", "patience", "mode", "warmup_epochs")
 
 
