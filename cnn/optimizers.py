@@ -452,7 +452,7 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {"adam": Adam, "adamw": AdamW, "sgd": S
 
 
 def _finite_positive(x: Any) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) and float(x) > 0
 
 
 #: The values the pipeline's config accepts for each optimizer hyper-parameter: (what is expected, test).

@@ -58,7 +58,7 @@ import math
 import numbers
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from cnn.errors import CheckpointError, ConfigError
 from cnn.optimizers import Optimizer
@@ -585,24 +585,24 @@ def make_scheduler(name: str, optimizer: Optimizer, **kwargs: Any) -> Scheduler 
     return LinearWarmup(optimizer, warmup, main)
 
 
+def _is_real(value: Any) -> TypeGuard[float]:
+    """A real number that is not a bool (``True`` is an ``int`` to Python, never a count or a rate here)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _int(value: Any, key: str, minimum: int) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or int(value) != value
-        or value < minimum
-    ):
+    if not _is_real(value) or int(value) != value or value < minimum:
         raise ConfigError(f"scheduler.{key} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
 def _float(value: Any, key: str, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= minimum:
+    if not _is_real(value) or not value >= minimum:
         raise ConfigError(f"scheduler.{key} must be a number >= {minimum}, got {value!r}")
     return float(value)
 
 
 def _positive(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    if not _is_real(value) or not value > 0:
         raise ConfigError(f"scheduler.{key} must be a number > 0, got {value!r}")
     return float(value)

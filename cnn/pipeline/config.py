@@ -24,7 +24,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any
+from typing import Any, cast
 
 from cnn.architecture import ArchConfig
 from cnn.errors import ConfigError
@@ -112,7 +112,7 @@ def _typed(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
 
     try:
         if isinstance(raw, DictConfig):
-            raw = OmegaConf.to_container(raw, resolve=True)
+            raw = cast(dict[str, Any], OmegaConf.to_container(raw, resolve=True))
         merged = OmegaConf.merge(OmegaConf.structured(PipelineConfig), raw)
         return OmegaConf.to_container(merged, resolve=True, enum_to_str=True)  # type: ignore[return-value]
     except ConfigKeyError as exc:

@@ -45,7 +45,7 @@ PathLike = str | os.PathLike
 
 @contextmanager
 def style() -> Iterator[None]:
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(_STYLE):  # type: ignore[arg-type]  # matplotlib types rc keys as literals
         yield
 
 

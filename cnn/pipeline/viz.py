@@ -282,6 +282,7 @@ def visualize_feature_maps(
             if i < fm.shape[0]:
                 im = ax.imshow(fm[i], cmap=cmap, norm=norm)
                 ax.set_title(f"ch {i}", fontsize=10, pad=2)
+        assert im is not None  # fm has at least one channel
         fig.colorbar(im, ax=axes, shrink=0.9).set_label("Activation")
         fig.suptitle(f"{title} ({fm.shape[0]} channels of {fm.shape[1]}×{fm.shape[2]})")
     return _finish(fig, save_path)
