@@ -149,11 +149,11 @@ def test_full_mnist_trains_on_55000_images_with_a_cosine_schedule_over_all_epoch
     assert composed("experiment=full_mnist", "train.epochs=20")["scheduler"]["T_max"] == 20
 
 
-def test_smoke_is_a_few_hundred_images_and_one_epoch():
+def test_smoke_is_a_few_hundred_images_and_enough_epochs_to_draw_a_curve():
     cfg = validate_config(composed("experiment=smoke"))
     assert cfg["data"]["train_size"] + cfg["data"]["val_size"] <= 500
     assert cfg["data"]["test_size"] is not None and cfg["data"]["test_size"] <= 500
-    assert cfg["train"]["epochs"] == 1
+    assert 3 <= cfg["train"]["epochs"] <= 5  # a learning curve of several points, still seconds
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))

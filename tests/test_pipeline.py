@@ -150,7 +150,8 @@ def test_repro_metrics_parse_and_compare_both_frameworks(repo, env, first_repro)
     cfg = yaml.safe_load((repo / "params.yaml").read_text())
     for fw in ("numpy", "torch"):
         train = json.loads((repo / "metrics" / f"train_{fw}.json").read_text())
-        assert train["epochs"] == cfg["train"]["epochs"] == 1
+        assert train["epochs"] == cfg["train"]["epochs"] == 3  # the smoke preset: a curve, not a point
+        assert len(json.loads((repo / "plots" / f"history_{fw}.json").read_text())) == 3
         assert 0.0 <= train["final"]["val_accuracy"] <= 1.0
     evaluate = json.loads((repo / "metrics" / "evaluate.json").read_text())
     for fw in ("numpy", "torch"):

@@ -3,6 +3,7 @@ also when the jobs run in other processes (joblib), and returns the validation a
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,14 +19,31 @@ pytest.importorskip("hydra")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The sizes of write_processed_splits' tiny splits, as data params.
+TINY = ("data.train_size=64", "data.val_size=30", "data.test_size=30")
+MNIST_RAW = ROOT / "data" / "raw" / "mnist"
+
+
+def write_tiny_splits(processed: Path) -> None:
+    """Tiny synthetic splits whose stats.json says what they are: 64/30/30 images, seed 0 (= ``TINY``)."""
+    write_processed_splits(processed)
+    stats = {
+        "dataset": "mnist",
+        "seed": 0,
+        "sizes": {"train": 64, "val": 30, "test": 30},
+        "requested": {"train_size": 64, "val_size": 30, "test_size": 30},
+    }
+    (processed / "stats.json").write_text(json.dumps(stats))
+
+
 def run_sweep(
-    tmp_path: Path, *overrides: str, multirun: bool = True
+    tmp_path: Path, *overrides: str, multirun: bool = True, data: tuple[str, ...] = TINY
 ) -> tuple[subprocess.CompletedProcess, str]:
-    """``python -m stages.sweep`` on the smoke experiment over tiny data in ``tmp_path``; returns the
-    finished process and the tracking URI it logged to."""
+    """``python -m stages.sweep`` on the smoke experiment over tiny data in ``tmp_path`` (``data``: the data
+    params; by default those of the tiny splits); returns the finished process and its tracking URI."""
     processed = tmp_path / "processed"
     if not processed.exists():
-        write_processed_splits(processed)
+        write_tiny_splits(processed)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [
         sys.executable,
@@ -33,7 +51,9 @@ def run_sweep(
         "stages.sweep",
         *(["-m"] if multirun else []),
         "experiment=smoke",
+        *data,
         f"data.processed_dir={processed}",
+        f"data.raw_dir={tmp_path / 'raw'}",
         f"tracking.uri={uri}",
         "tracking.experiment=sweep-test",
         f"hydra.sweep.dir={tmp_path / 'multirun'}",
@@ -44,6 +64,12 @@ def run_sweep(
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     return proc, uri
+
+
+def all_runs(uri: str) -> list:
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("sweep-test")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
 def sweep_runs(uri: str) -> tuple[object, list]:
@@ -113,3 +139,53 @@ def test_invalid_override_is_one_line_exit_code_2_and_ends_the_parent_run_failed
     parent, children = sweep_runs(uri)
     assert parent.info.status == "FAILED"
     assert children == []
+
+
+def test_a_single_run_without_m_is_one_job_without_a_parent_run(tmp_path):
+    proc, uri = run_sweep(tmp_path, "train.framework=numpy", multirun=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "hydra.job.num" not in proc.stdout + proc.stderr
+    (run,) = all_runs(uri)
+    assert run.info.status == "FINISHED" and run.info.run_name == "sweep-numpy"
+    assert "mlflow.parentRunId" not in run.data.tags
+    assert {"val_accuracy", "test_accuracy"} <= set(run.data.metrics)
+    assert (tmp_path / "run" / "models" / "numpy" / "model.npz").is_file()
+    assert proc.stdout.count("sweep single run (numpy") == 1
+
+
+def test_a_job_whose_data_params_differ_from_the_splits_on_disk_stops_before_training(tmp_path):
+    """The processed folder holds 64/30/30 splits; the job asks for the smoke preset's 300/100/200 and
+    there are no raw files to make them: one line naming both, and no training run."""
+    proc, uri = run_sweep(tmp_path, "train.framework=numpy", data=())
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("sweep: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "holds 64/30/30 (train/val/test) splits of mnist seed 0" in errors[0]
+    assert "asks for 300/100/200 of mnist seed 0" in errors[0]
+    assert str(tmp_path / "raw" / "mnist") in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert [r for r in all_runs(uri) if r.data.tags.get("sweep") != "parent"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+@pytest.mark.skipif(not MNIST_RAW.is_dir(), reason="no verified MNIST in data/raw/mnist")
+def test_parallel_jobs_prepare_the_splits_their_data_params_ask_for_once_and_log_them(tmp_path):
+    """Issue 13 item 2: the processed folder holds other splits; two parallel jobs (numpy, torch) asking
+    for 200/50/100 images get one folder made for exactly that, and log the params they trained on."""
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "mnist").symlink_to(MNIST_RAW)
+    data = ("data.train_size=200", "data.val_size=50", "data.test_size=100")
+    proc, uri = run_sweep(tmp_path, "train.framework=numpy,torch", "hydra/launcher=parallel", data=data)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _, children = sweep_runs(uri)
+    assert len(children) == 2
+    (made,) = {c.data.params["data.processed_dir"] for c in children}
+    assert Path(made).parent == tmp_path / "splits"  # not the folder holding other splits
+    stats = json.loads((Path(made) / "stats.json").read_text())
+    assert stats["dataset"] == "mnist" and stats["sizes"] == {"train": 200, "val": 50, "test": 100}
+    for child in children:
+        assert child.data.params["data.train_size"] == "200" and child.data.params["data.test_size"] == "100"
+    assert sorted(p.name for p in (tmp_path / "splits").iterdir() if p.is_dir()) == [Path(made).name]
+    # The folder the jobs were pointed at is untouched.
+    assert json.loads((tmp_path / "processed" / "stats.json").read_text())["sizes"]["train"] == 64

@@ -354,10 +354,17 @@ def preprocess_dataset(
     split and normalise it, write ``{train,val,test}.npz`` and ``stats.json`` to ``processed_dir``.
 
     Returns the content written to ``stats.json``: ``dataset``, ``mean``, ``std``, ``normalization``,
-    ``seed``, ``sizes``, ``class_counts``, ``source_digests`` (file -> SHA-256), ``sources`` (from the
-    manifest), ``shape`` (of one image, ``[1, H, W]``).
+    ``seed``, ``sizes``, ``class_counts``, ``requested`` (the three sizes as asked, ``None`` = all),
+    ``source_digests`` (file -> SHA-256), ``sources`` (from the manifest), ``shape`` (of one image,
+    ``[1, H, W]``).
+
+    Raises:
+        DataError: ``processed_dir`` (or a file it should hold) is occupied by something of the wrong
+            kind -- checked before any raw file is read; the raw files fail their checks.
     """
     spec = get_dataset(name)
+    out = Path(processed_dir)
+    check_output_dir(out, [f"{split}.npz" for split in SPLITS] + [STATS])
     directory = Path(raw_dir) / spec.name
     digests = verify_dataset_dir(directory, spec)
     raw = read_idx_dir(directory, spec.num_classes)
@@ -367,15 +374,30 @@ def preprocess_dataset(
     stats = {
         "dataset": spec.name,
         **stats,
+        # The sizes as asked (None = all), so a reader can tell whether these splits are the ones a
+        # config asks for (cnn.pipeline.splits.ensure_splits) without the raw data.
+        "requested": {"train_size": train_size, "val_size": val_size, "test_size": test_size},
         "shape": [1, *splits["train"].x.shape[2:]],
         "source_digests": digests,
         "sources": manifest.get("sources", []),
     }
-    out = Path(processed_dir)
+    # stats.json goes last and marks the splits complete: a run stopped half-way leaves none.
+    (out / STATS).unlink(missing_ok=True)
     for split in SPLITS:
         save_split(out / f"{split}.npz", splits[split].x, splits[split].y)
     atomic_write_bytes(out / STATS, (json.dumps(stats, indent=2) + "\n").encode())
     return stats
+
+
+def check_output_dir(directory: Path, files: Sequence[str] = ()) -> None:
+    """Raise :class:`DataError` when ``directory`` exists but is not a folder, or one of the ``files`` to
+    be written in it exists but is not a file (a folder, say): the writes would fail half-way."""
+    if directory.exists() and not directory.is_dir():
+        raise DataError(f"{directory}: exists but is not a folder; expected a folder for the splits")
+    for name in files:
+        path = directory / name
+        if path.exists() and not path.is_file():
+            raise DataError(f"{path}: exists but is not a file; remove it (the preprocess stage writes it)")
 
 
 def load_mnist(

@@ -1,7 +1,8 @@
 """Running a pipeline stage: one ``main()``, clean failures, exit codes that say how it ended.
 
 :func:`stage_main` runs a stage function: a :class:`~cnn.errors.ConfigError` is one line on stderr and exit
-code 2, any other :class:`~cnn.errors.CNNError` one line and exit code 1, an interrupt exit code 130; the
+code 2, any other :class:`~cnn.errors.CNNError` or an ``OSError`` one line and exit code 1 (an ``OSError``
+as ``<path>: <reason>``), an interrupt exit code 130; the
 traceback only with ``--debug`` or ``HYDRA_FULL_ERROR=1``. Every stage of ``dvc.yaml`` ends with
 ``if __name__ == "__main__": stage_main(main, name=...)``.
 """
@@ -46,7 +47,8 @@ def stage_main(
     Exit codes: 0 done; 2 :class:`~cnn.errors.ConfigError` (bad config: nothing was done); 1 any other
     :class:`~cnn.errors.CNNError` (bad data file, checkpoint, diverged training, tracking server down);
     130 ``KeyboardInterrupt`` (including ``cnn.training.TrainingInterrupted``, after its checkpoint was
-    written). Those print one line on stderr, ``<stage>: error: <message>``; ``--debug`` or
+    written); 1 an ``OSError`` (a file or folder that cannot be read or written: the line names it). Those
+    print one line on stderr, ``<stage>: error: <message>``; ``--debug`` or
     ``HYDRA_FULL_ERROR=1`` prints the traceback as well. Any other exception is a bug and propagates with
     its traceback.
     """
@@ -57,6 +59,10 @@ def stage_main(
         fn.__module__.rsplit(".", 1)[-1] if fn.__module__ != "__main__" else Path(sys.argv[0]).stem
     )
     logging.basicConfig(level=logging.INFO, format=f"{stage}: %(message)s")
+    # MLflow logs INFO lines of its own (database migrations, "View run ... at ...") on the stage's output;
+    # the stage prints what a user needs. MLFLOW_LOGGING_LEVEL=INFO brings them back.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # its bars on logging a model
     code: int
     try:
         takes_args = bool(inspect.signature(fn).parameters)
@@ -68,13 +74,28 @@ def stage_main(
         code = _report(stage, exc, debug, EXIT_ERROR)
     except KeyboardInterrupt as exc:
         code = _report(stage, exc if str(exc) else KeyboardInterrupt("interrupted"), debug, EXIT_INTERRUPTED)
+    except OSError as exc:  # a file or folder the stage could not use: name it, no traceback
+        code = _report(stage, OSErrorMessage(os_error_message(exc)), debug, EXIT_ERROR, cause=exc)
     sys.stdout.flush()
     raise SystemExit(code)
 
 
-def _report(stage: str, exc: BaseException, debug: bool, code: int) -> int:
+class OSErrorMessage(Exception):
+    """The one-line form of an ``OSError`` (see :func:`os_error_message`)."""
+
+
+def os_error_message(exc: OSError) -> str:
+    """``<path>: <what went wrong>`` for an ``OSError`` (both paths of a rename), else its text."""
+    what = exc.strerror or one_line(exc)
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {what}" if paths else f"{type(exc).__name__}: {what}"
+
+
+def _report(
+    stage: str, exc: BaseException, debug: bool, code: int, cause: BaseException | None = None
+) -> int:
     if debug:
-        traceback.print_exception(exc)
+        traceback.print_exception(cause or exc)
     hint = "" if debug else " (--debug shows the traceback)"
     print(f"{stage}: error: {one_line(exc)}{hint}", file=sys.stderr, flush=True)
     return code

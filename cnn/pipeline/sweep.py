@@ -170,21 +170,24 @@ def evaluate_on_test(result: Any, cfg: Mapping[str, Any]) -> dict[str, float]:
 
 def run_job(cfg: Mapping[str, Any]) -> float:
     """Train + evaluate the job ``cfg`` describes; return its final validation accuracy."""
+    from cnn.pipeline.splits import ensure_splits
     from cnn.pipeline.train import train_from_config
 
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
     framework = str(cfg["train"]["framework"])
     job = job_config(cfg, output_dir, _parallel_jobs())
+    # Train on, log and evaluate on the splits this job's data params ask for (before any training).
+    job["data"]["processed_dir"] = str(ensure_splits(job))
     parent = parent_run_id()
     if parent:
         os.environ[tracking.PARENT_RUN_ENV] = parent  # read by tracking.start_training_run
     else:
         os.environ.pop(tracking.PARENT_RUN_ENV, None)
-    if hc.mode == RunMode.MULTIRUN:
-        name = f"sweep-{Path(hc.sweep.dir).name}-{hc.job.num}-{framework}"
-    else:
-        name = f"sweep-{framework}"
+    multirun = hc.mode == RunMode.MULTIRUN
+    # hydra.job.num exists only in a multirun; a single run (no -m) is one job without a parent run.
+    job_label = f"job {hc.job.num}" if multirun else "single run"
+    name = f"sweep-{Path(hc.sweep.dir).name}-{hc.job.num}-{framework}" if multirun else f"sweep-{framework}"
     start = time.perf_counter()
     result = train_from_config(job, framework, models_dir=output_dir / "models", run_name=name, verbose=0)
     test = evaluate_on_test(result, job)
@@ -194,7 +197,7 @@ def run_job(cfg: Mapping[str, Any]) -> float:
         )
     objective = float(result.final[OBJECTIVE])
     print(
-        f"sweep job {hc.job.num} ({framework}, {' '.join(hc.overrides.task) or 'defaults'}): "
+        f"sweep {job_label} ({framework}, {' '.join(hc.overrides.task) or 'defaults'}): "
         f"{OBJECTIVE} {objective:.4f}, test_accuracy {test['test_accuracy']:.4f} "
         f"in {time.perf_counter() - start:.1f} s",
         flush=True,
