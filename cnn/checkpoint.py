@@ -169,19 +169,24 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
     return arr.reshape(shape).copy()
 
 
-def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+def read_npz(
+    path: str | os.PathLike[str], what: str = "checkpoint", error: type[ValueError] = CheckpointError
+) -> dict[str, np.ndarray]:
     """Every member of the ``.npz`` at ``path``, read eagerly and without pickle.
 
     Any file that is missing, not a zip, truncated, has a corrupt member (bad CRC, bad ``.npy`` header,
     size not matching its header, object dtype) raises :class:`CheckpointError` naming the file and the
     member; nothing else escapes (a fuzzed file cannot trigger a huge allocation: sizes are checked first).
 
+    ``what`` names the kind of file in the messages and ``error`` is the class raised (the processed
+    splits use ``"split"`` and :class:`~cnn.errors.DataError`).
+
     Returns:
         ``{member name without '.npy': array}``.
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise error(f"{path}: no such {what} file")
     members: dict[str, np.ndarray] = {}
     name = None
     try:
@@ -193,7 +198,7 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
                 members[name[: -len(".npy")]] = _read_member(zf, info)
     except _CORRUPT as exc:
         where = f" (member '{name}')" if name is not None else ""
-        raise CheckpointError(f"{path}: not a readable .npz checkpoint{where}: {exc}") from None
+        raise error(f"{path}: not a readable .npz {what}{where}: {exc}") from None
     return members
 
 
@@ -372,16 +377,38 @@ def read_model(path: Path) -> tuple[ArchConfig, np.dtype, int, dict[str, np.ndar
     check_format(members, path)
     config, dtype, seed = read_header(members, path)
     state = model_state(members)
+    check_weights_fit(config, {k: tuple(v.shape) for k, v in state.items()}, path)
+    return config, dtype, seed, state
+
+
+def check_weights_fit(config: ArchConfig, shapes: Mapping[str, tuple[int, ...]], path: Path | str) -> None:
+    """Check, before any network is built, that every conv/dense layer ``config`` describes has its
+    ``weight`` in the checkpoint with the shape the config implies (``shapes``: key -> shape).
+
+    A config that claims a network far larger than the arrays the file holds (say 4096 channels, or
+    layers with no weights at all) is refused here, naming the first layer that does not fit, instead of
+    allocating the claimed network first. Used by :meth:`cnn.CNN.load` and
+    :meth:`cnn.torch_model.TorchCNN.load`.
+
+    Raises:
+        CheckpointError: naming ``path``, the key, the shape the config implies and what the file holds.
+    """
     for part, specs in build_spec(config).items():
         for i, spec in enumerate(specs):
             want = _weight_shape(spec)
             key = f"{part}.{i}.weight"
-            if want is not None and key in state and state[key].shape != want:
+            if want is None:
+                continue
+            if key not in shapes:
+                raise CheckpointError(
+                    f"{path}: the config describes a {spec.kind} layer '{part}.{i}' of weight shape {want}, "
+                    f"but the checkpoint holds no '{key}'"
+                )
+            if tuple(shapes[key]) != want:
                 raise CheckpointError(
                     f"{path}: shape mismatch for '{key}': config says {want}, "
-                    f"checkpoint has {state[key].shape}"
+                    f"checkpoint has {tuple(shapes[key])}"
                 )
-    return config, dtype, seed, state
 
 
 def _dropout_layers(model: Any) -> Iterator[tuple[str, Any]]:

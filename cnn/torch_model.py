@@ -203,9 +203,15 @@ class TorchCNN(nn.Module):
 
         Raises :class:`CheckpointError` when the file is missing, unreadable, not ours, or inconsistent.
         """
+        from cnn.checkpoint import check_weights_fit
+
         ckpt = read_checkpoint(path, map_location=map_location)
         try:
-            model = cls.from_config(ckpt["arch"], dtype=ckpt["dtype"], seed=ckpt.get("seed", 0))
+            arch = ArchConfig(**{k: v for k, v in ckpt["arch"].items() if k != "name"})
+            # The weights must fit the claimed network before it is built (a corrupt config cannot make
+            # us allocate a network far larger than the file).
+            check_weights_fit(arch, {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}, path)
+            model = cls.from_config(arch, dtype=ckpt["dtype"], seed=ckpt.get("seed", 0))
         except (ConfigError, TypeError) as exc:
             raise CheckpointError(f"{path}: invalid architecture in checkpoint: {exc}") from exc
         load_state_dict_checked(model, ckpt["state_dict"], source=str(path))

@@ -134,11 +134,31 @@ def test_missing_file_and_corrupt_gzip_are_data_errors(tmp_path: Path, images: n
         read_idx(truncated)
 
 
-def test_decompression_bomb_is_refused_before_it_fills_memory(tmp_path: Path) -> None:
+def test_decompression_bomb_is_refused_at_its_header_before_the_rest_is_inflated(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.gz"
-    bomb.write_bytes(gzip.compress(b"\x00" * 2_000_000))
-    with pytest.raises(DataError, match=r"decompresses to more than 1000000 bytes"):
+    bomb.write_bytes(gzip.compress(b"\x00" * 2_000_000))  # magic 0x00000000: no IDX element type
+    with pytest.raises(DataError, match=r"bomb\.gz: unknown IDX element type 0x00"):
         read_idx(bomb, max_bytes=1_000_000)
+    # A valid header that claims more than max_bytes: refused from the header alone.
+    header = (2051).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (60_000, 280, 280))
+    bomb.write_bytes(gzip.compress(header + b"\x00" * 2_000_000))
+    with pytest.raises(DataError, match=r"bomb\.gz: header claims 4704000016 bytes, more than the 1000000"):
+        read_idx(bomb, max_bytes=1_000_000)
+
+
+def test_gzip_file_with_a_bad_gzip_or_idx_header_is_one_data_error_naming_it(tmp_path: Path) -> None:
+    bad_gzip = tmp_path / "train-images-idx3-ubyte.gz"
+    bad_gzip.write_bytes(b"\x1f\x8b\x09" + b"\x00" * 100)  # gzip magic, unknown compression method 9
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz: cannot read"):
+        read_idx(bad_gzip)
+    not_idx = tmp_path / "labels.gz"
+    not_idx.write_bytes(gzip.compress(b"<html>404 Not Found</html>" + b" " * 10_000))
+    with pytest.raises(DataError, match=r"labels\.gz: not an IDX file: expected magic"):
+        read_idx(not_idx)
+    trailing = tmp_path / "trailing.gz"
+    trailing.write_bytes(gzip.compress((2049).to_bytes(4, "big") + (3).to_bytes(4, "big") + b"\x01" * 10))
+    with pytest.raises(DataError, match=r"trailing\.gz: trailing bytes after the data"):
+        read_idx(trailing)
 
 
 def test_write_idx_refuses_unsupported_dtype_and_leaves_no_file(tmp_path: Path) -> None:

@@ -189,7 +189,10 @@ def _npz(path: Path, **arrays: np.ndarray) -> Path:
             {"x": np.zeros((1, 1, 28, 28), np.float32), "y": np.array([10])},
             r"label 10 out of range; expected 0\.\.9",
         ),
-        ({"x": np.array([{"a": 1}], dtype=object), "y": np.zeros(1, np.int64)}, r"not a valid \.npz split"),
+        (
+            {"x": np.array([{"a": 1}], dtype=object), "y": np.zeros(1, np.int64)},
+            r"not a readable \.npz split \(member 'x\.npy'\): object array",
+        ),
     ],
     ids=[
         "x-float64",

@@ -66,21 +66,20 @@ def idx_magic(dtype: np.dtype | type, ndim: int) -> int:
     return (code << 8) | ndim
 
 
-def parse_idx(data: bytes | bytearray | memoryview, source: str = "<bytes>") -> np.ndarray:
-    """Parse the bytes of one (uncompressed) IDX file.
-
-    Args:
-        data: the whole file's content.
-        source: what to call the data in error messages (usually the file's path).
+def idx_header(
+    head: bytes | bytearray | memoryview, source: str = "<bytes>"
+) -> tuple[np.dtype, tuple[int, ...], int, int]:
+    """Check the header at the start of ``head`` (the file's first bytes; the data may follow).
 
     Returns:
-        The array, shape ``dims`` from the header, native byte order. For uint8/int8 data it is a view on
-        ``data`` (writable exactly when ``data`` is a writable buffer such as a ``bytearray``).
+        ``(dtype, dims, header_bytes, file_bytes)``: the big-endian element type, the dimensions, the
+        header's length and the length the whole file must have.
 
     Raises:
-        DataError: the header is not IDX, or the data is not exactly ``prod(dims) * itemsize`` bytes.
+        DataError: not an IDX magic number, an unknown element type, no dimensions, or fewer bytes than
+            the header needs.
     """
-    view = memoryview(data).cast("B")
+    view = memoryview(head).cast("B")
     size = view.nbytes
     if size < 4:
         raise DataError(f"{source}: not an IDX file: expected a 4-byte magic number, found {size} bytes")
@@ -106,6 +105,26 @@ def parse_idx(data: bytes | bytearray | memoryview, source: str = "<bytes>") -> 
         )
     dims = tuple(int.from_bytes(view[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + dtype.itemsize * math.prod(dims)  # Python ints: no overflow
+    return dtype, dims, header, expected
+
+
+def parse_idx(data: bytes | bytearray | memoryview, source: str = "<bytes>") -> np.ndarray:
+    """Parse the bytes of one (uncompressed) IDX file.
+
+    Args:
+        data: the whole file's content.
+        source: what to call the data in error messages (usually the file's path).
+
+    Returns:
+        The array, shape ``dims`` from the header, native byte order. For uint8/int8 data it is a view on
+        ``data`` (writable exactly when ``data`` is a writable buffer such as a ``bytearray``).
+
+    Raises:
+        DataError: the header is not IDX, or the data is not exactly ``prod(dims) * itemsize`` bytes.
+    """
+    view = memoryview(data).cast("B")
+    size = view.nbytes
+    dtype, dims, header, expected = idx_header(view, source)
     if size != expected:
         what = "truncated" if size < expected else "trailing bytes after the data"
         raise DataError(
@@ -132,9 +151,18 @@ def read_idx(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES
             fh.seek(0)
             if head == GZIP_MAGIC:
                 with gzip.GzipFile(fileobj=fh) as gz:
-                    content = gz.read(max_bytes + 1)
-                if len(content) > max_bytes:
-                    raise DataError(f"{path}: decompresses to more than {max_bytes} bytes; not an IDX file")
+                    # The header first: a file that is not IDX (or claims more than max_bytes) is refused
+                    # before the rest is inflated.
+                    content = gz.read(4)
+                    if len(content) == 4 and content[:2] == b"\0\0":
+                        content += gz.read(4 * content[3])
+                    _, _, _, expected = idx_header(content, str(path))
+                    if expected > max_bytes:
+                        raise DataError(
+                            f"{path}: header claims {expected} bytes, more than the {max_bytes} accepted "
+                            "for an IDX file"
+                        )
+                    content += gz.read(expected - len(content) + 1)  # one byte more reveals trailing data
                 buffer = bytearray(content)
             else:
                 size = os.fstat(fh.fileno()).st_size

@@ -24,8 +24,6 @@ On disk, ``<processed_dir>/{train,val,test}.npz`` (uncompressed, keys ``x`` floa
 from __future__ import annotations
 
 import json
-import zipfile
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,34 +294,26 @@ def load_split(
         DataError: the file is missing, not an npz, holds objects (pickle), lacks ``x`` or ``y``, or has
             the wrong dtype, shape, length or label range -- naming the file, expected and found.
     """
+    from cnn.checkpoint import read_npz  # its member reader checks each header before reading the data
+
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; expected an .npz file with arrays x and y")
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise DataError(
-                f"{path}: expected an .npz archive with arrays x and y, found a single .npy array"
-            )
-        with loaded as npz:
-            keys = set(npz.files)
-            if not {"x", "y"} <= keys:
-                raise DataError(f"{path}: expected arrays x and y, found {sorted(keys) or 'none'}")
-            x, y = npz["x"], npz["y"]
+        with path.open("rb") as fh:
+            head = fh.read(6)
     except FileNotFoundError:
         raise DataError(f"{path}: not found; run `python -m stages.preprocess` first") from None
-    except DataError:
-        raise
-    except (
-        OSError,
-        ValueError,
-        EOFError,
-        zipfile.BadZipFile,
-        KeyError,
-        NotImplementedError,
-        zlib.error,
-    ) as exc:
-        # ValueError covers "Object arrays cannot be loaded when allow_pickle=False" and bad .npy headers;
-        # the others are what zipfile raises on a damaged archive.
-        raise DataError(f"{path}: not a valid .npz split: {type(exc).__name__}: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if head == b"\x93NUMPY":
+        raise DataError(f"{path}: expected an .npz archive with arrays x and y, found a single .npy array")
+    if head[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise DataError(f"{path}: not a valid .npz split: not a zip archive (starts with {head[:4]!r})")
+    arrays = read_npz(path, what="split", error=DataError)
+    if not {"x", "y"} <= set(arrays):
+        raise DataError(f"{path}: expected arrays x and y, found {sorted(arrays) or 'none'}")
+    x, y = arrays["x"], arrays["y"]
     if x.dtype != np.float32:
         raise DataError(f"{path}: x must be float32, found {x.dtype}")
     if y.dtype != np.int64:
