@@ -34,7 +34,7 @@ from typing import Any
 
 from cnn.atomic import atomic_open, atomic_write_bytes
 from cnn.data.datasets import IDX_FILES, DatasetSpec, get_dataset
-from cnn.data.idx import GZIP_MAGIC
+from cnn.data.idx import GZIP_MAGIC, idx_header
 from cnn.data.sources import DEFAULT_TIMEOUT_S, Source, SourceUnavailable, default_sources
 from cnn.errors import DataError
 
@@ -91,6 +91,13 @@ def install_verified(candidate: Path, dest: Path, sha256: str, size: int) -> str
             raw.seek(0)
             source = gzip.GzipFile(fileobj=raw) if compressed else raw
             with source:
+                # The IDX header first (16 bytes at most): a file that is not the expected IDX file is
+                # refused before the rest is inflated or copied.
+                head = source.read(min(16, size + 1))
+                _check_head(head, size)
+                digest.update(head)
+                out.write(head)
+                written = len(head)
                 # Read at most one byte past the expected size: a bomb or an oversized file stops there.
                 while written <= size and (chunk := source.read(min(_CHUNK, size + 1 - written))):
                     written += len(chunk)
@@ -108,6 +115,16 @@ def install_verified(candidate: Path, dest: Path, sha256: str, size: int) -> str
     except (OSError, EOFError, zlib.error) as exc:  # unreadable or corrupt gzip
         return f"{candidate.name}: corrupt or unreadable: {exc}"
     return None
+
+
+def _check_head(head: bytes, size: int) -> None:
+    """Raise :class:`_Rejected` unless ``head`` starts an IDX file of ``size`` bytes."""
+    try:
+        _, dims, _, expected = idx_header(head, "")
+    except DataError as exc:
+        raise _Rejected(str(exc).removeprefix(": ")) from None
+    if expected != size:
+        raise _Rejected(f"IDX header {dims} means {expected} bytes, expected {size}")
 
 
 class _Rejected(Exception):

@@ -23,6 +23,7 @@ guarded by a file lock, so parallel sweep jobs lose no run.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -99,10 +100,16 @@ def sqlite_path(uri: str) -> Path | None:
 def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
     """Fail fast when the tracking store behind ``uri`` cannot be used.
 
-    - ``http(s)://``: ``GET <uri>/health`` must answer (any HTTP status below 500) within ``timeout_s``;
+    - ``http(s)://``: an MLflow server must answer within ``timeout_s``: ``GET
+      <uri>/api/2.0/mlflow/experiments/search`` returns a JSON object (401/403 are taken as a server that
+      wants the credentials the client will send); any other answer -- a 404 page, HTML, a plain web
+      server -- is "not an MLflow tracking server";
     - ``postgresql://``, ``mysql://``, ``mssql://`` (a database used directly): a TCP connection to its
       host and port must open within ``timeout_s``;
-    - ``sqlite:///``: the database's directory is created when missing and must be writable.
+    - ``sqlite:///``: the database's directory is created when missing; the directory, the database file
+      (when it exists: a SQLite file, not a folder or another file) and the artifact folder beside it
+      (``mlartifacts/``) must be writable -- a path marked read-only (no write permission bit) counts as
+      not writable even for root, who could write it anyway.
 
     Raises:
         TrackingError: naming the (redacted) URI, what was expected and what happened.
@@ -110,23 +117,7 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
     scheme = urllib.parse.urlsplit(uri).scheme.lower()
     shown = redact_uri(uri)
     if scheme in ("http", "https"):
-        health = uri.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(health, timeout=timeout_s) as response:
-                response.read(64)
-        except urllib.error.HTTPError as err:
-            if err.code >= 500:
-                raise TrackingError(
-                    f"tracking server {shown} answered {err.code} {err.reason} to GET /health; "
-                    "expected a running MLflow server"
-                ) from None
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise TrackingError(
-                f"tracking server {shown} did not answer within {timeout_s:g} s ({reason}); start it "
-                "(mlflow server ...), or unset MLFLOW_TRACKING_URI / tracking.uri to log to the local "
-                f"sqlite:///<repo>/{DB_FILE_NAME}"
-            ) from None
+        _check_mlflow_server(uri, shown, timeout_s)
     elif scheme.split("+", 1)[0] in _SQLALCHEMY_DEFAULT_PORTS:
         parts = urllib.parse.urlsplit(uri)
         if not parts.hostname:
@@ -142,14 +133,85 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
             ) from None
     elif scheme == "sqlite":
         path = sqlite_path(uri)
-        if path is None:
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise TrackingError(f"tracking database {shown}: cannot create {path.parent} ({err})") from None
-        if not os.access(path.parent, os.W_OK):
-            raise TrackingError(f"tracking database {shown}: directory {path.parent} is not writable")
+        if path is not None:
+            _check_sqlite_store(path, shown)
+
+
+_PROBE = "/api/2.0/mlflow/experiments/search?max_results=1"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_mlflow_server(uri: str, shown: str, timeout_s: float) -> None:
+    """Raise :class:`TrackingError` unless an MLflow tracking server answers at ``uri``."""
+    probe = uri.rstrip("/") + _PROBE
+    not_mlflow = f"tracking server {shown} answers but is not an MLflow tracking server"
+    try:
+        with urllib.request.urlopen(probe, timeout=timeout_s) as response:
+            kind = response.headers.get_content_type()
+            body = response.read(1 << 16)
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            return  # an MLflow server behind authentication: the client sends the credentials
+        if err.code >= 500:
+            raise TrackingError(
+                f"tracking server {shown} answered {err.code} {err.reason} to GET {_PROBE.split('?')[0]}; "
+                "expected a running MLflow server"
+            ) from None
+        raise TrackingError(
+            f"{not_mlflow} (GET {_PROBE.split('?')[0]} answered {err.code} {err.reason}); check tracking.uri "
+            "/ MLFLOW_TRACKING_URI (host, port, path)"
+        ) from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingError(
+            f"tracking server {shown} did not answer within {timeout_s:g} s ({reason}); start it "
+            "(mlflow server ...), or unset MLFLOW_TRACKING_URI / tracking.uri to log to the local "
+            f"sqlite:///<repo>/{DB_FILE_NAME}"
+        ) from None
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise TrackingError(
+            f"{not_mlflow} (GET {_PROBE.split('?')[0]} answered {kind}, not MLflow's JSON); check "
+            "tracking.uri / MLFLOW_TRACKING_URI (host, port, path)"
+        )
+
+
+def _read_only(path: Path) -> bool:
+    """True when ``path`` cannot be written: no access, or no write permission bit set at all (a path
+    marked read-only; root could still write it, but the owner said not to)."""
+    return not os.access(path, os.W_OK) or not (path.stat().st_mode & 0o222)
+
+
+def _check_sqlite_store(path: Path, shown: str) -> None:
+    """Raise :class:`TrackingError` unless the SQLite store at ``path`` can be created or written."""
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise TrackingError(f"tracking database {shown}: {folder} is a file, expected a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TrackingError(f"tracking database {shown}: cannot create {folder} ({err.strerror})") from None
+    if _read_only(folder):
+        raise TrackingError(f"tracking database {shown}: folder {folder} is read-only")
+    if path.exists():
+        if not path.is_file():
+            raise TrackingError(f"tracking database {shown}: {path} is not a file (a folder?)")
+        if _read_only(path):
+            raise TrackingError(f"tracking database {shown}: {path} is read-only")
+        with path.open("rb") as fh:
+            head = fh.read(len(_SQLITE_MAGIC))
+        if head and head != _SQLITE_MAGIC:
+            raise TrackingError(f"tracking database {shown}: {path} is not a SQLite database")
+    artifacts = folder / ARTIFACTS_DIR_NAME
+    if artifacts.exists() and not artifacts.is_dir():
+        raise TrackingError(
+            f"tracking database {shown}: {artifacts} (the run artifacts) is a file, not a folder"
+        )
+    if artifacts.is_dir() and _read_only(artifacts):
+        raise TrackingError(f"tracking database {shown}: artifact folder {artifacts} is read-only")
 
 
 # ----------------------------------------------------------------------------------------------------
