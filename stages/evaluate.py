@@ -6,15 +6,16 @@ Reads ``data.processed_dir``, ``data.name``, ``evaluate.batch_size``, ``train.th
 ``tracking.uri``; writes ``metrics/evaluate.json``, ``plots/confusion_<fw>.json``,
 ``reports/predictions.npz``, ``reports/disagreements.json`` and ``reports/comparison.md``, and logs the
 test metrics and the report to both training runs (MLflow). All the work is
-:func:`cnn.pipeline.evaluate.evaluate_from_config` (the files are described there). Ends with the comparison
-table on stdout.
+:func:`cnn.pipeline.evaluate.evaluate_from_config` (the files are described there). Ends with one line:
+the test accuracies and the files written. The comparison (table and summary) is in
+``reports/comparison.md``, which ``make repro`` prints once at the end (also when DVC restores this stage
+from its cache and so does not run it).
 """
 
 from __future__ import annotations
 
 from cnn.pipeline import PipelinePaths, load_params, stage_main
 from cnn.pipeline.evaluate import evaluate_from_config
-from cnn.pipeline.report import comparison_summary, comparison_table
 from cnn.pipeline.stage import stage_args
 
 
@@ -22,10 +23,12 @@ def main(argv: list[str]) -> None:
     args = stage_args(argv, __doc__)
     cfg = load_params(args.params)
     evaluation = evaluate_from_config(cfg, track=not args.no_track)
-    print(comparison_table(evaluation.report_input()))
-    print(comparison_summary(evaluation.report_input()))
     paths = PipelinePaths.from_config(cfg)
-    print(f"evaluate: wrote {paths.evaluate_metrics}, {paths.comparison}, {paths.plots_dir}/confusion_*.json")
+    accuracy = ", ".join(f"{fw} {evaluation.metrics[fw]['test_accuracy']:.4f}" for fw in ("numpy", "torch"))
+    print(
+        f"evaluate: test_accuracy {accuracy}; wrote {paths.evaluate_metrics}, {paths.comparison}, "
+        f"{paths.plots_dir}/confusion_*.json"
+    )
 
 
 if __name__ == "__main__":

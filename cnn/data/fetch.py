@@ -190,6 +190,9 @@ def fetch_dataset(
     """
     spec = get_dataset(name)
     directory = Path(raw_dir) / spec.name
+    for folder in (Path(raw_dir), directory):
+        if folder.exists() and not folder.is_dir():
+            raise DataError(f"{folder}: exists but is a file; expected a folder for the raw files")
     directory.mkdir(parents=True, exist_ok=True)
     old_manifest = read_manifest(directory) or {}
     recorded_files = old_manifest.get("files")

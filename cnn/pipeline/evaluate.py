@@ -356,11 +356,15 @@ def evaluate_from_config(cfg: Mapping[str, Any], *, track: bool = True) -> Evalu
     ``deterministic`` (where and how it trained), and ``tracking.uri`` when ``track``.
     """
     from cnn.pipeline.config import train_config_for
+    from cnn.pipeline.stage import check_outputs
     from cnn.pipeline.tracking import resolve_tracking_uri
 
+    paths = PipelinePaths.from_config(cfg)
+    outputs = [paths.evaluate_metrics, *map(paths.confusion, FRAMEWORKS), paths.predictions]
+    check_outputs([*outputs, paths.disagreements, paths.comparison])  # before any model is loaded
     torch_train = train_config_for(cfg, "torch")
     return evaluate(
-        PipelinePaths.from_config(cfg),
+        paths,
         threads={fw: train_config_for(cfg, fw)["threads"] for fw in FRAMEWORKS},
         batch_size=cfg["evaluate"]["batch_size"],
         # Where and how the torch model trained; not `compile`: its first batches would time the compiler.

@@ -187,7 +187,10 @@ def render_figures_from_config(cfg: Mapping[str, Any], *, track: bool = True) ->
     ``evaluate.max_misclassified``, ``evaluate.feature_map_channels``, and ``tracking.uri`` when ``track``.
     """
     from cnn.data import get_dataset
+    from cnn.pipeline.stage import check_outputs
 
+    paths = PipelinePaths.from_config(cfg)
+    check_outputs(folders=[paths.figures_dir])  # before any model is loaded
     uri = None
     if track:
         from cnn.pipeline.tracking import resolve_tracking_uri
@@ -196,7 +199,7 @@ def render_figures_from_config(cfg: Mapping[str, Any], *, track: bool = True) ->
     classes = get_dataset(cfg["data"]["name"]).classes
     settings = cfg["evaluate"]
     return render_figures(
-        PipelinePaths.from_config(cfg),
+        paths,
         class_names=None if list(classes) == [str(i) for i in range(len(classes))] else classes,
         num_samples=settings["num_samples"],
         max_misclassified=settings["max_misclassified"],

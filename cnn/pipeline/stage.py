@@ -14,13 +14,22 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from cnn.errors import CNNError, ConfigError
+from cnn.errors import CNNError, ConfigError, DataError
 
-__all__ = ["EXIT_CONFIG", "EXIT_ERROR", "EXIT_INTERRUPTED", "one_line", "stage_args", "stage_main"]
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "check_outputs",
+    "one_line",
+    "os_error_message",
+    "stage_args",
+    "stage_main",
+]
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
@@ -112,3 +121,25 @@ def stage_args(argv: Sequence[str], doc: str | None) -> Any:
     parser.add_argument("--params", default=PARAMS_FILE, help="the composed config (default: %(default)s)")
     parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     return parser.parse_args(list(argv))
+
+
+def check_outputs(
+    files: Iterable[str | os.PathLike[str]] = (), folders: Iterable[str | os.PathLike[str]] = ()
+) -> None:
+    """Check, before a stage does any work, that its outputs can be put where they go: each of ``files``
+    is a file or absent, each of ``folders`` a folder or absent, and no folder on the way is a file.
+
+    Raises:
+        DataError: naming the first path occupied by something of the wrong kind (a folder where a file
+            goes, a file where a folder goes), e.g. ``reports/figures: exists but is a file; expected a
+            folder (remove or move it)``.
+    """
+    wanted = [(Path(f), "file") for f in files] + [(Path(d), "folder") for d in folders]
+    for path, kind in wanted:
+        for parent in reversed(path.parents):
+            if parent.exists() and not parent.is_dir():
+                raise DataError(f"{parent}: exists but is a file; expected a folder (remove or move it)")
+        if kind == "file" and path.exists() and not path.is_file():
+            raise DataError(f"{path}: exists but is not a file; expected a file (remove or move it)")
+        if kind == "folder" and path.exists() and not path.is_dir():
+            raise DataError(f"{path}: exists but is a file; expected a folder (remove or move it)")

@@ -29,13 +29,14 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from cnn.errors import ConfigError
+from cnn.errors import CNNError, ConfigError
 from cnn.pipeline import tracking
 
 __all__ = [
     "CALLBACK_OVERRIDE",
     "OBJECTIVE",
     "PARENT_POINTER_FILE",
+    "SweepAborted",
     "SweepParentRun",
     "end_parent_run",
     "finish_parent_run",
@@ -58,6 +59,11 @@ PARENT_URI_ENV = "CNN_MLFLOW_PARENT_TRACKING_URI"
 # ----------------------------------------------------------------------------------------------------
 # The parent run of a multirun
 # ----------------------------------------------------------------------------------------------------
+class SweepAborted(BaseException):
+    """Carries an error of :class:`SweepParentRun` past Hydra's callback handler (which only warns about
+    an ``Exception``), so the sweep stops before its first job; :func:`run_sweep` raises ``args[0]``."""
+
+
 class SweepParentRun(Callback):
     """Hydra callback: one MLflow parent run per multirun, created before the first job starts.
 
@@ -72,8 +78,13 @@ class SweepParentRun(Callback):
         import mlflow
 
         uri = tracking.resolve_tracking_uri(config.tracking.uri)
-        tracking.configure_tracking(uri)
-        experiment_id = tracking.ensure_experiment(config.tracking.experiment, uri)
+        try:
+            tracking.configure_tracking(uri)
+            experiment_id = tracking.ensure_experiment(config.tracking.experiment, uri)
+        except CNNError as exc:
+            # Hydra turns a callback's Exception into a warning and launches the jobs anyway; a
+            # BaseException stops the sweep before any job (run_sweep re-raises the error inside).
+            raise SweepAborted(exc) from exc
         sweep_dir = Path(config.hydra.sweep.dir)
         sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).rsplit(".", 1)[-1]
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default="")).rsplit(".", 1)[-1]
@@ -227,6 +238,9 @@ def run_sweep(app: Callable[[], Any], argv: Sequence[str]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach the handlers below instead of sys.exit(1)
     try:
         app()
+    except SweepAborted as aborted:
+        end_parent_run("FAILED")
+        raise aborted.args[0] from None
     except (HydraException, OmegaConfBaseException) as exc:
         end_parent_run("FAILED")
         raise ConfigError(" ".join(str(exc).split()) or type(exc).__name__) from exc

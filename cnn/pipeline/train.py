@@ -318,8 +318,12 @@ def run_train_stage(
     accuracy, val_loss, val_accuracy}}`` and ``plots/history_<fw>.json`` (one record per epoch: ``epoch,
     loss, accuracy, val_loss, val_accuracy, lr, epoch_time``), then prints one summary line.
     """
+    from cnn.pipeline.stage import check_outputs
+
     cfg = load_params(params)
     paths = PipelinePaths.from_config(cfg)
+    outputs = [paths.model(framework), paths.run_pointer(framework)]
+    check_outputs([*outputs, paths.train_metrics(framework), paths.history(framework)])  # before training
     result = train_from_config(cfg, framework, models_dir=paths.models_dir, track=track, verbose=verbose)
     write_json(paths.train_metrics(framework), result.metrics())
     write_json(paths.history(framework), result.history_records())
