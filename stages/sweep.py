@@ -6,10 +6,13 @@
     python -m stages.sweep -m hydra/sweeper=optuna_cnn                  # Optuna TPE over conf/hydra/sweeper
 
 Not a DVC stage (DVC stages read ``params.yaml``); this is the in-process way to explore configs. Each
-job trains ``train.framework`` on ``data.processed_dir``'s splits (run ``dvc repro preprocess`` first)
-into its own output directory (``multirun/<date>/<time>/<job>/``), logs an MLflow run
-``<sweep>-<job>-<framework>`` under the sweep's parent run, adds ``test_accuracy`` / ``test_loss`` to it
-and returns the final validation accuracy, the value Optuna maximises. With ``hydra/launcher=joblib`` and
+job trains ``train.framework`` on the splits its ``data.*`` params ask for
+(:func:`cnn.pipeline.splits.ensure_splits`: ``data.processed_dir`` when it holds them, else a folder made
+once from the raw files, else one error line before training) into its own output directory
+(``multirun/<date>/<time>/<job>/``), logs an MLflow run ``<sweep>-<job>-<framework>`` under the sweep's
+parent run, adds ``test_accuracy`` / ``test_loss`` to it and returns the final validation accuracy, the
+value Optuna maximises. Without ``-m`` it is a single run: one job in ``hydra.run.dir``, one MLflow run
+``sweep-<framework>``, no parent run. With ``hydra/launcher=joblib`` and
 ``train.threads`` unset, each job gets ``cpu_count // n_jobs`` threads. All the work is
 :mod:`cnn.pipeline.sweep`.
 
