@@ -447,6 +447,12 @@ class AdamW(Adam):
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
+#: The config keys each optimizer reads besides ``lr`` (the keyword arguments of :func:`make_optimizer`).
+OPTIMIZER_KEYS: dict[str, tuple[str, ...]] = {
+    "adam": ("betas", "eps", "weight_decay"),
+    "adamw": ("betas", "eps", "weight_decay"),
+    "sgd": ("momentum", "nesterov", "weight_decay"),
+}
 
 
 def make_optimizer(

@@ -504,7 +504,17 @@ class LinearWarmup(_Stateful):
             self._seq.last_epoch, self._seq.last_lr = self.last_epoch, self.last_lr
 
 
-SCHEDULERS = ("none", "step", "exponential", "cosine", "plateau")
+#: The config keys each scheduler reads (every one also reads ``warmup_epochs``), the keyword arguments of
+#: :func:`make_scheduler`; the names are the registry of schedulers the config, the pipeline and the
+#: torch twin (:func:`cnn.torch_train.make_torch_scheduler`, built from this factory's result) accept.
+SCHEDULER_KEYS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "step": ("step_size", "gamma"),
+    "exponential": ("gamma",),
+    "cosine": ("T_max", "eta_min"),
+    "plateau": ("mode", "factor", "patience"),
+}
+SCHEDULERS = tuple(SCHEDULER_KEYS)
 _KWARGS = ("step_size", "gamma", "T_max", "eta_min", "factor", "patience", "mode", "warmup_epochs")
 
 

@@ -25,8 +25,12 @@ from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
+from omegaconf import MISSING
+
 from cnn.architecture import ArchConfig
 from cnn.errors import ConfigError
+from cnn.optimizers import OPTIMIZER_KEYS
+from cnn.schedulers import SCHEDULER_KEYS
 
 __all__ = [
     "DATASETS",
@@ -38,6 +42,7 @@ __all__ = [
     "EvaluateConfig",
     "ModelConfig",
     "OptimizerConfig",
+    "PathsConfig",
     "PipelineConfig",
     "SchedulerConfig",
     "TrackingConfig",
@@ -58,18 +63,9 @@ class DatasetName(str, Enum):
     fashion_mnist = "fashion_mnist"
 
 
-class OptimizerName(str, Enum):
-    adam = "adam"
-    sgd = "sgd"
-    adamw = "adamw"
-
-
-class SchedulerName(str, Enum):
-    none = "none"
-    step = "step"
-    exponential = "exponential"
-    cosine = "cosine"
-    plateau = "plateau"
+# The optimizer and scheduler names are the library's registries (cnn.optimizers, cnn.schedulers).
+OptimizerName = Enum("OptimizerName", {name: name for name in OPTIMIZER_KEYS}, type=str)  # type: ignore[misc]
+SchedulerName = Enum("SchedulerName", {name: name for name in SCHEDULER_KEYS}, type=str)  # type: ignore[misc]
 
 
 class PlateauMode(str, Enum):
@@ -117,72 +113,76 @@ _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # scheduler reads default to None and are required by that scheduler.
 
 
+# Types and ranges only: every value lives in conf/ (MISSING here = "conf/ must set it"). None on the keys
+# one option reads and others do not (momentum, gamma, ...) means "not set": the option's YAML sets it.
+
+
 @dataclass
 class DataConfig:
-    name: DatasetName = DatasetName.mnist
-    source_dir: str | None = None
-    raw_dir: str = "data/raw"
-    processed_dir: str = "data/processed"
-    train_size: int | None = 5000
-    val_size: int = 1000
-    test_size: int | None = None
-    seed: int = 0
-    mirrors: list[str] | None = None  # HTTPS base URLs; None = torchvision's mirrors, [] = no download
-    download_timeout_s: float = 10.0
+    name: DatasetName = MISSING
+    source_dir: str | None = MISSING
+    raw_dir: str = MISSING
+    processed_dir: str = MISSING
+    train_size: int | None = MISSING
+    val_size: int = MISSING
+    test_size: int | None = MISSING
+    seed: int = MISSING
+    mirrors: list[str] | None = MISSING  # HTTPS base URLs; None = torchvision's mirrors, [] = no download
+    download_timeout_s: float = MISSING
 
 
 @dataclass
 class ModelConfig:
-    name: str = "seed_cnn"
-    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
-    num_classes: int = 10
-    use_batchnorm: bool = True
-    dropout_rate: float = 0.25
-    conv_channels: list[list[int]] = field(default_factory=lambda: [[32, 32], [64, 64]])
-    kernel_size: int = 3
-    dense_units: list[int] = field(default_factory=lambda: [128])
-    dense_dropout: float = 0.5
+    name: str = MISSING
+    input_shape: list[int] = MISSING
+    num_classes: int = MISSING
+    use_batchnorm: bool = MISSING
+    dropout_rate: float = MISSING
+    conv_channels: list[list[int]] = MISSING
+    kernel_size: int = MISSING
+    dense_units: list[int] = MISSING
+    dense_dropout: float = MISSING
 
 
 @dataclass
 class OptimizerConfig:
-    name: OptimizerName = OptimizerName.adam
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.0  # sgd only
-    nesterov: bool = False  # sgd only
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw
-    eps: float = 1e-8  # adam, adamw
+    name: OptimizerName = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    momentum: float | None = None  # sgd only
+    nesterov: bool | None = None  # sgd only
+    betas: list[float] | None = None  # adam, adamw
+    eps: float | None = None  # adam, adamw
 
 
 @dataclass
 class SchedulerConfig:
-    name: SchedulerName = SchedulerName.none
+    name: SchedulerName = MISSING
     step_size: int | None = None  # step
     gamma: float | None = None  # step, exponential
     T_max: int | None = None  # cosine; None = train.epochs
-    eta_min: float = 0.0  # cosine
+    eta_min: float | None = None  # cosine
     factor: float | None = None  # plateau
     patience: int | None = None  # plateau
-    mode: PlateauMode = PlateauMode.min  # plateau
-    warmup_epochs: int = 0
+    mode: PlateauMode | None = None  # plateau
+    warmup_epochs: int = MISSING
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 5
-    batch_size: int = 32
-    seed: int = 0
-    threads: int | None = None
-    device: str = "auto"
-    dtype: DType = DType.float32
-    deterministic: bool = True
-    channels_last: bool | None = None  # None: on for the CPU (faster there), off on GPUs
-    compile: bool = False
-    amp: bool = False
-    resume: bool = False
-    checkpoint_dir: str = "checkpoints"
-    framework: Framework = Framework.numpy
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    seed: int = MISSING
+    threads: int | None = MISSING
+    device: str = MISSING
+    dtype: DType = MISSING
+    deterministic: bool = MISSING
+    channels_last: bool | None = MISSING  # None: on for the CPU (faster there), off on GPUs
+    compile: bool = MISSING
+    amp: bool = MISSING
+    resume: bool = MISSING
+    checkpoint_dir: str = MISSING
+    framework: Framework = MISSING
     # Per-framework overrides of the keys above (checked against them in validate_config).
     numpy: dict[str, Any] = field(default_factory=dict)
     torch: dict[str, Any] = field(default_factory=dict)
@@ -190,16 +190,37 @@ class TrainConfig:
 
 @dataclass
 class TrackingConfig:
-    uri: str | None = None
-    experiment: str = "cnn-mnist"
+    uri: str | None = MISSING
+    experiment: str = MISSING
 
 
 @dataclass
 class EvaluateConfig:
-    batch_size: int = 1000  # evaluate: inference batch (metrics pass and images/s)
-    num_samples: int = 32  # plot: images in sample_predictions.png
-    max_misclassified: int = 24  # plot: images in misclassified.png
-    feature_map_channels: int = 8  # plot: channels per conv layer in feature_maps.png
+    batch_size: int = MISSING  # evaluate: inference batch (metrics pass and images/s)
+    num_samples: int = MISSING  # plot: images in sample_predictions.png
+    max_misclassified: int = MISSING  # plot: images in misclassified.png
+    feature_map_channels: int = MISSING  # plot: channels per conv layer in feature_maps.png
+
+
+@dataclass
+class PathsConfig:
+    """The ``paths`` group: folders and file names of every output (``conf/paths/default.yaml``)."""
+
+    models_dir: str = MISSING
+    model_files: dict[str, str] = MISSING
+    run_pointer: str = MISSING
+    checkpoint_files: dict[str, str] = MISSING
+    metrics_dir: str = MISSING
+    train_metrics: dict[str, str] = MISSING
+    evaluate_metrics: str = MISSING
+    plots_dir: str = MISSING
+    history: dict[str, str] = MISSING
+    confusion: dict[str, str] = MISSING
+    reports_dir: str = MISSING
+    predictions: str = MISSING
+    disagreements: str = MISSING
+    comparison: str = MISSING
+    figures_dir: str = MISSING
 
 
 @dataclass
@@ -211,6 +232,7 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
 
 
 _GROUPS: dict[str, type] = {f.name: f.default_factory for f in fields(PipelineConfig)}  # type: ignore[misc]
@@ -285,6 +307,18 @@ def _typed(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
     except OmegaConfBaseException as exc:  # e.g. an interpolation that does not resolve
         first = str(exc).splitlines()[0]
         raise ConfigError(f"{source}: {first}") from exc
+
+
+def _check_complete(cfg: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    """Every schema key has a value: the values live in ``conf/`` only, the schema holds none."""
+    for key, value in cfg.items():
+        if isinstance(value, Mapping):
+            _check_complete(value, source, f"{prefix}{key}.")
+        elif isinstance(value, str) and value == "???":
+            raise ConfigError(
+                f"{source}: {prefix}{key} is missing; expected a value from conf/ "
+                "(compose params.yaml with `python -m cnn.pipeline compose`)"
+            )
 
 
 def _check(ok: bool, source: str, key: str, value: Any, allowed: str) -> None:
@@ -365,6 +399,10 @@ def _check_model(m: dict[str, Any], s: str) -> None:
 def _check_optimizer(o: dict[str, Any], s: str) -> None:
     _check(_positive_number(o["lr"]), s, "optimizer.lr", o["lr"], "a number > 0")
     _check(o["weight_decay"] >= 0, s, "optimizer.weight_decay", o["weight_decay"], "a number >= 0")
+    for key in OPTIMIZER_KEYS[o["name"]]:  # the keys the library's optimizer of that name reads
+        _check(
+            o[key] is not None, s, f"optimizer.{key}", o[key], f"a value: optimizer.name={o['name']} reads it"
+        )
     if o["name"] == "sgd":
         _check(0.0 <= o["momentum"] < 1.0, s, "optimizer.momentum", o["momentum"], "a number in [0, 1)")
         _check(
@@ -376,11 +414,12 @@ def _check_optimizer(o: dict[str, Any], s: str) -> None:
         )
     else:
         # Silently ignoring a momentum the user asked for would be worse than refusing it.
+        momentum_set = o["momentum"] not in (None, 0)
         _check(
-            o["momentum"] == 0 and not o["nesterov"],
+            not momentum_set and not o["nesterov"],
             s,
-            "optimizer.momentum" if o["momentum"] != 0 else "optimizer.nesterov",
-            o["momentum"] if o["momentum"] != 0 else o["nesterov"],
+            "optimizer.momentum" if momentum_set else "optimizer.nesterov",
+            o["momentum"] if momentum_set else o["nesterov"],
             f"unset: momentum and nesterov are read by optimizer.name=sgd only, not {o['name']}",
         )
         betas = o["betas"]
@@ -403,8 +442,8 @@ def _check_scheduler(c: dict[str, Any], epochs: int, lr: float, s: str) -> None:
         c["warmup_epochs"],
         f"an integer in [0, train.epochs={epochs})",
     )
-    needs = {"step": ("step_size", "gamma"), "exponential": ("gamma",), "plateau": ("factor", "patience")}
-    for key in needs.get(name, ()):
+    # The keys the library's scheduler of that name reads (cnn.schedulers); T_max: null = train.epochs.
+    for key in (k for k in SCHEDULER_KEYS[name] if k != "T_max"):
         _check(c[key] is not None, s, f"scheduler.{key}", c[key], f"a value: scheduler.name={name} reads it")
     if name == "step":
         _check(c["step_size"] >= 1, s, "scheduler.step_size", c["step_size"], "an integer >= 1 (epochs)")
@@ -466,6 +505,15 @@ def _check_evaluate(e: dict[str, Any], s: str) -> None:
         _check(e[key] >= 1, s, f"evaluate.{key}", e[key], "an integer >= 1")
 
 
+def _check_paths(p: dict[str, Any], s: str) -> None:
+    for key, value in p.items():
+        if isinstance(value, dict):
+            for fw in FRAMEWORKS:
+                _check(bool(value.get(fw)), s, f"paths.{key}.{fw}", value.get(fw), "a file name")
+        else:
+            _check(bool(value), s, f"paths.{key}", value, "a file or folder name")
+
+
 def validate_config(cfg: Mapping[str, Any], source: str = "params.yaml") -> dict[str, Any]:
     """Check a composed config and return it as a plain dict with every schema key filled in.
 
@@ -482,6 +530,7 @@ def validate_config(cfg: Mapping[str, Any], source: str = "params.yaml") -> dict
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"{source}: expected a mapping of config groups, found {type(cfg).__name__}")
     out = _typed(cfg, source)
+    _check_complete(out, source)
     _check_model(out["model"], source)
     _check_data(out["data"], out["model"], source)
     _check_optimizer(out["optimizer"], source)
@@ -494,6 +543,7 @@ def validate_config(cfg: Mapping[str, Any], source: str = "params.yaml") -> dict
     if not out["tracking"]["experiment"]:
         raise _reject(source, "tracking.experiment", out["tracking"]["experiment"], "a non-empty name")
     _check_evaluate(out["evaluate"], source)
+    _check_paths(out["paths"], source)
     return out
 
 

@@ -3,7 +3,7 @@
 Every function builds a :class:`matplotlib.figure.Figure` on the Agg canvas directly, never through
 ``pyplot``: no GUI backend, no global figure registry to leak into, safe in a DVC stage or a worker
 thread. Each returns the figure (a notebook displays it) and, when ``save_path`` is given, also writes
-it there as a PNG, atomically (a temporary file in the same directory, then ``os.replace``).
+it there as a PNG, atomically (:func:`cnn.atomic.atomic_open`).
 
 Figures are ``width x height`` inches at :data:`DPI` dots per inch, laid out with matplotlib's
 constrained layout so the PNG is exactly ``round(width * DPI) x round(height * DPI)`` pixels; fonts are
@@ -33,6 +33,7 @@ from matplotlib.colors import Normalize, PowerNorm, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from cnn.atomic import atomic_open
 from cnn.errors import CNNError
 from cnn.pipeline.metrics import normalize_confusion, top_k
 
@@ -76,15 +77,9 @@ def _figure(width: float, height: float) -> Figure:
 
 def save_figure(fig: Figure, save_path: PathLike) -> Path:
     """Write ``fig`` as a PNG at ``save_path`` atomically (parents created); return the path."""
-    path = Path(save_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    with atomic_open(save_path) as fh:
+        fig.savefig(fh, format="png", dpi=DPI)
+    return Path(save_path)
 
 
 def _finish(fig: Figure, save_path: PathLike | None) -> Figure:
