@@ -12,9 +12,10 @@ the inference throughput. It reads::
 and writes::
 
     metrics/evaluate.json         per framework: test_accuracy, test_loss, misclassified, macro/weighted
-                                  P/R/F1, per_class P/R/F1/support, inference_images_per_sec (and the
-                                  inference_batch_size it was measured at), the training numbers; plus
-                                  "agreement" between the two models
+                                  P/R/F1, inference_images_per_sec (and the inference_batch_size it was
+                                  measured at), the training numbers; plus "agreement" between the models
+    reports/per_class.json        per framework: {"0": {precision, recall, f1, support}, ...} (not a DVC
+                                  metric: it would make `dvc exp show` unreadable)
     plots/confusion_<fw>.json     [{"actual": 7, "predicted": 7}, ...] one row per test image (DVC
                                   ``confusion`` template, x: actual, y: predicted)
     reports/predictions.npz       y (N,), <fw>_proba (N, K) float32: what the figures are drawn from
@@ -296,7 +297,10 @@ def evaluate(
         )
     results["test_images"] = len(y)
 
-    write_json(paths.evaluate_metrics, results)
+    # Per-class scores (40 numbers per framework) in their own file: as DVC metrics they made
+    # `dvc exp show` some 200 columns wide. The report below still reads them from `results`.
+    write_json(paths.evaluate_metrics, {k: _without_per_class(v) for k, v in results.items()})
+    write_json(paths.per_class, {fw: results[fw]["per_class"] for fw in preds if "per_class" in results[fw]})
     for fw, p in preds.items():
         rows = [{"actual": int(a), "predicted": int(b)} for a, b in zip(y, p)]
         write_json(paths.confusion(fw), rows, indent=None)
@@ -317,6 +321,12 @@ def evaluate(
     if track:
         _log_to_runs(paths, results, frameworks, tracking_uri)
     return evaluation
+
+
+def _without_per_class(value: Any) -> Any:
+    if isinstance(value, Mapping) and "per_class" in value:
+        return {k: v for k, v in value.items() if k != "per_class"}
+    return value
 
 
 def _log_to_runs(
