@@ -57,7 +57,7 @@ repro: params ## the DVC pipeline: compose -> fetch -> preprocess -> train x2 ->
 	@cat reports/comparison.md
 
 # `dvc exp show` lists every param, dependency and metric (some 150 columns): these fit 120 characters.
-EXPS_KEEP := Experiment|Created|model\.name|optimizer\.(name|lr)|train\.epochs|(numpy|torch)\.test_accuracy|agreement\.rate
+EXPS_KEEP := Experiment|(numpy|torch)\.test_accuracy|model\.name|optimizer\.(name|lr)
 exps: $(STAMP) ## the experiments, main columns only (dvc exp show --drop '.*' --keep ...)
 	@$(DVC) exp show --no-pager --drop '.*' --keep '$(EXPS_KEEP)'
 

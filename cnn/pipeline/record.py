@@ -32,7 +32,7 @@ from cnn.pipeline.config import FRAMEWORKS
 from cnn.pipeline.files import read_json, write_json
 from cnn.pipeline.paths import PipelinePaths
 
-__all__ = ["IGNORED_PARAMS", "record_experiment", "evaluation_metrics"]
+__all__ = ["IGNORED_PARAMS", "evaluation_metrics", "record_experiment"]
 
 log = logging.getLogger(__name__)
 
