@@ -51,7 +51,7 @@ def _run(
 ) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check:
-        assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        assert proc.returncode == 0, f"{' '.join(cmd)}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
 
 
@@ -116,10 +116,14 @@ def project(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Pa
     return root
 
 
-def _runs(root: Path) -> list:
+def _client(root: Path):
     import mlflow
 
-    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    return mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+
+
+def _runs(root: Path) -> list:
+    client = _client(root)
     experiment = client.get_experiment_by_name("cnn-mnist")
     assert experiment is not None
     return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
@@ -212,10 +216,7 @@ def test_every_experiment_has_one_mlflow_run_per_framework_also_when_dvc_restore
         assert record["runs"][fw]["run_id"] == run.info.run_id and not record["runs"][fw]["trained_here"]
         pointer = json.loads((project / "models" / fw / "mlflow_run.json").read_text())
         assert pointer["run_id"] == trainer.info.run_id  # the pointer still names the weights' run
-        import mlflow
-
-        tags = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(trainer.info.run_id).data.tags
-        assert tags["reused_by.lr-back"] == run.info.run_id
+        assert _client(project).get_run(trainer.info.run_id).data.tags["reused_by.lr-back"] == run.info.run_id
 
 
 # ---------------------------------------------------------------------- dvc repro honours conf/ (4)

@@ -36,7 +36,7 @@ import os
 import platform
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -198,14 +198,22 @@ class Evaluation:
     Attributes:
         metrics: the content of ``metrics/evaluate.json``.
         context: ``{"dataset": {...}, "machine": {...}}``, the non-metric facts the report also shows.
+        per_class: the content of ``reports/per_class.json``, ``{fw: {"0": {precision, recall, f1,
+            support}, ...}}``: not a DVC metric (40 numbers per framework would flood ``dvc exp show``).
     """
 
     metrics: dict[str, Any]
     context: dict[str, Any]
+    per_class: dict[str, Any] = field(default_factory=dict)
 
     def report_input(self) -> dict[str, Any]:
-        """``metrics`` and ``context`` merged: the input of :func:`cnn.pipeline.report.render_comparison`."""
-        return {**self.metrics, **self.context}
+        """``metrics`` (each framework's with its ``per_class``) and ``context`` merged: the input of
+        :func:`cnn.pipeline.report.render_comparison`."""
+        merged = {
+            key: {**value, "per_class": self.per_class[key]} if key in self.per_class else value
+            for key, value in self.metrics.items()
+        }
+        return {**merged, **self.context}
 
 
 def evaluate(
@@ -298,9 +306,10 @@ def evaluate(
     results["test_images"] = len(y)
 
     # Per-class scores (40 numbers per framework) in their own file: as DVC metrics they made
-    # `dvc exp show` some 200 columns wide. The report below still reads them from `results`.
-    write_json(paths.evaluate_metrics, {k: _without_per_class(v) for k, v in results.items()})
-    write_json(paths.per_class, {fw: results[fw]["per_class"] for fw in preds if "per_class" in results[fw]})
+    # `dvc exp show` some 200 columns wide.
+    per_class = {fw: results[fw].pop("per_class") for fw in preds}
+    write_json(paths.evaluate_metrics, results)
+    write_json(paths.per_class, per_class)
     for fw, p in preds.items():
         rows = [{"actual": int(a), "predicted": int(b)} for a, b in zip(y, p)]
         write_json(paths.confusion(fw), rows, indent=None)
@@ -315,18 +324,12 @@ def evaluate(
         },
         "machine": {**machine_info(next(iter(threads.values()), None)), "torch_device": devices.get("torch")},
     }
-    evaluation = Evaluation(metrics=results, context=context)
+    evaluation = Evaluation(metrics=results, context=context, per_class=per_class)
     write_text(paths.comparison, render_comparison(evaluation.report_input()))
 
     if track:
         _log_to_runs(paths, results, frameworks, tracking_uri)
     return evaluation
-
-
-def _without_per_class(value: Any) -> Any:
-    if isinstance(value, Mapping) and "per_class" in value:
-        return {k: v for k, v in value.items() if k != "per_class"}
-    return value
 
 
 def _log_to_runs(
