@@ -117,7 +117,9 @@ def record_experiment(
                 "trained_here": True,
             }
             continue
-        run = _start_record_run(cfg, fw, client, weights_run, pointer, evaluation, uri)
+        run = _earlier_record(client, weights_run, pointer["run_id"], exp_name, params)
+        if run is None:
+            run = _start_record_run(cfg, fw, client, weights_run, pointer, evaluation, uri)
         record["runs"][fw] = {
             **entry,
             "run_id": run.info.run_id,
@@ -126,6 +128,23 @@ def record_experiment(
         }
     write_json(output, record)
     return record
+
+
+def _earlier_record(
+    client: Any, weights_run: Any, weights_id: str, exp_name: str, params: Mapping[str, str]
+) -> Any:
+    """The run this stage already started for this experiment and these weights (a re-run of the stage
+    after an interruption, or the same state recorded twice under ``dvc repro``), or None."""
+    if weights_run is None:
+        return None
+    found = client.search_runs(
+        [weights_run.info.experiment_id],
+        filter_string=f"tags.dvc_exp_name = '{exp_name}' and tags.weights_run_id = '{weights_id}'",
+        order_by=["attributes.start_time DESC"],
+    )
+    return next(
+        (run for run in found if run.info.status == "FINISHED" and _belongs_here(run, exp_name, params)), None
+    )
 
 
 def _get_run(client: Any, run_id: str) -> Any:
