@@ -27,8 +27,8 @@ def main(argv: list[str]) -> None:
         elif run["run_id"] is None:
             print(f"record: {fw}: weights from run {run['weights_run_name']} (tracking off)")
         else:
-            print(f"record: {fw}: run {run['run_name']} records {record['dvc_exp_name']}; weights from run "
-                  f"{run['weights_run_name']}")  # fmt: skip
+            exp, weights = record["dvc_exp_name"], run["weights_run_name"]
+            print(f"record: {fw}: run {run['run_name']} records {exp}; weights from run {weights}")
 
 
 if __name__ == "__main__":

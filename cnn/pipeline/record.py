@@ -60,7 +60,8 @@ def _belongs_here(run: Any, exp_name: str, params: Mapping[str, str]) -> bool:
     return all(logged.get(key) == value for key, value in params.items() if key not in IGNORED_PARAMS)
 
 
-def _run_link(run: Any, uri: str) -> str:
+def _run_link(run: Any) -> str:
+    """The run's page in the MLflow UI, relative to the UI's address (the UI routes on the fragment)."""
     return f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
 
 
@@ -119,7 +120,7 @@ def record_experiment(
             continue
         run = _earlier_record(client, weights_run, pointer["run_id"], exp_name, params)
         if run is None:
-            run = _start_record_run(cfg, fw, client, weights_run, pointer, evaluation, uri)
+            run = _start_record_run(cfg, fw, client, weights_run, pointer, evaluation)
         record["runs"][fw] = {
             **entry,
             "run_id": run.info.run_id,
@@ -163,7 +164,6 @@ def _start_record_run(
     weights_run: Any,
     pointer: Mapping[str, str],
     evaluation: Mapping[str, Any],
-    uri: str | None,
 ) -> Any:
     import mlflow
 
@@ -172,9 +172,10 @@ def _start_record_run(
     weights_id = pointer["run_id"]
     if weights_run is not None:
         note = (
-            f"DVC restored the {fw} model of this experiment from its cache: the weights were trained by "
-            f"run [{weights_run.info.run_name}]({_run_link(weights_run, uri or '')}). "
-            "This run records the experiment: its params, that run's curves and this state's test metrics."
+            f"DVC reused the {fw} model of an earlier run of the pipeline (restored from its run-cache, or "
+            f"unchanged): the weights were trained by run [{weights_run.info.run_name}]"
+            f"({_run_link(weights_run)}). This run records the experiment: its params, that run's curves "
+            "and this experiment's test metrics."
         )
     else:
         note = f"The {fw} weights were trained by run {weights_id}, which is not in this tracking store."
@@ -183,14 +184,14 @@ def _start_record_run(
         "weights_run_name": pointer.get("run_name") or "",
         "mlflow.note.content": note,
     }
+    tests = evaluation_metrics(evaluation, fw)
     with tracking.start_training_run(cfg, fw, tags=tags) as run:
         run_id = run.info.run_id
-        if weights_run is not None:
-            for key in weights_run.data.metrics:
+        if weights_run is not None:  # the curves; the test metrics are this experiment's own, below
+            for key in sorted(set(weights_run.data.metrics) - set(tests)):
                 history = client.get_metric_history(weights_id, key)
                 for start in range(0, len(history), 1000):
                     client.log_batch(run_id, metrics=history[start : start + 1000])
-        tests = evaluation_metrics(evaluation, fw)
         if tests:
             mlflow.log_metrics(tests)
     if weights_run is not None:
