@@ -22,13 +22,13 @@ from cnn.pipeline.stage import stage_args
 def run(data: Mapping[str, Any]) -> str:
     """Fetch the dataset the validated ``data`` config group names; return the summary line."""
     start = time.perf_counter()
-    mirrors = data.get("mirrors")
+    mirrors = data["mirrors"]
     result = fetch_dataset(
         data["name"],
         data["raw_dir"],
-        source_dir=data.get("source_dir"),
+        source_dir=data["source_dir"],
         mirrors=None if mirrors is None else list(mirrors),
-        timeout_s=float(data.get("download_timeout_s", 10.0)),
+        timeout_s=float(data["download_timeout_s"]),
     )
     how = (
         f"fetched {len(result.fetched)} from {', '.join(result.manifest['sources'])}"

@@ -19,6 +19,8 @@ Exit codes as for the DVC stages (:func:`cnn.pipeline.stage_main`): 2 bad config
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,7 +31,7 @@ from cnn.pipeline.sweep import run_job, run_sweep
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def sweep_app(cfg: DictConfig) -> float:
     """The Hydra task: one job = one framework trained and evaluated."""
-    return run_job(OmegaConf.to_container(cfg, resolve=True))
+    return run_job(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
 
 
 def main(argv: list[str]) -> None:

@@ -371,13 +371,18 @@ def test_load_params_names_the_file_when_it_is_missing_or_not_yaml(tmp_path):
 
 def test_schema_is_registered_in_hydras_config_store():
     from hydra.core.config_store import ConfigStore
+    from omegaconf.errors import ValidationError
 
     register_configs()
     repo = ConfigStore.instance().repo
     assert "cnn_pipeline_schema.yaml" in repo
     assert "schema.yaml" in repo["optimizer"]
     schema = OmegaConf.structured(PipelineConfig)
-    assert OmegaConf.to_container(schema.train, enum_to_str=True)["epochs"] == 5
+    assert OmegaConf.is_missing(schema.train, "epochs")  # the schema types values; conf/ holds them
+    train = OmegaConf.merge(schema.train, OmegaConf.load(CONF / "train" / "default.yaml"))
+    assert train.epochs == 5
+    with pytest.raises(ValidationError):
+        OmegaConf.merge(schema.train, {"epochs": "five"})
 
 
 def test_compose_command_exits_2_with_one_line_and_no_traceback(tmp_path):

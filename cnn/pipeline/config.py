@@ -1,11 +1,13 @@
-"""The pipeline's configuration: a typed schema of ``conf/`` (and so of ``params.yaml``) and its validation.
+"""The pipeline's configuration checked: a composed ``conf/`` (``params.yaml``) against the schema and ranges.
 
 ``conf/`` is plain Hydra YAML, composed into ``params.yaml`` by DVC's own Hydra composition (``dvc exp
 run``) or by :func:`cnn.pipeline.compose_params` (``make repro``). DVC composes in its own process, where
 our Python code is not loaded, so the YAML cannot name a ConfigStore schema in its defaults list. The schema
 is applied when a stage loads the composed config instead: :func:`validate_config` merges it onto
-:class:`PipelineConfig` (OmegaConf structured config: unknown keys and wrong types are rejected), then
-checks ranges and the fit between model and data. Every failure is one :class:`~cnn.errors.ConfigError`
+:class:`PipelineConfig` (:mod:`cnn.pipeline.schema`, an OmegaConf structured config: unknown keys, wrong
+types and missing values are rejected), then checks ranges (those of the optimizer and scheduler
+hyper-parameters are the library's ``OPTIMIZER_RANGES`` / ``SCHEDULER_RANGES``) and the fit between model
+and data. Every failure is one :class:`~cnn.errors.ConfigError`
 line naming the key, the value found and what is allowed, e.g.::
 
     params.yaml: optimizer.lr = -0.001 is not allowed; expected a number > 0
@@ -21,16 +23,33 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from enum import Enum
-from typing import Any
-
-from omegaconf import MISSING
+from dataclasses import fields
+from typing import Any, cast
 
 from cnn.architecture import ArchConfig
 from cnn.errors import ConfigError
-from cnn.optimizers import OPTIMIZER_KEYS
-from cnn.schedulers import SCHEDULER_KEYS
+from cnn.optimizers import OPTIMIZER_KEYS, OPTIMIZER_RANGES
+from cnn.pipeline.schema import (
+    DATASETS,
+    FRAMEWORKS,
+    GROUPS,
+    MISSING,
+    OPTIMIZERS,
+    SCHEDULERS,
+    TRAIN_OVERRIDABLE,
+    DataConfig,
+    DatasetFacts,
+    EvaluateConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PathsConfig,
+    PipelineConfig,
+    SchedulerConfig,
+    TrackingConfig,
+    TrainConfig,
+    register_configs,
+)
+from cnn.schedulers import SCHEDULER_KEYS, SCHEDULER_RANGES
 
 __all__ = [
     "DATASETS",
@@ -54,209 +73,7 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Vocabulary. Enum member names are the words users type (`optimizer=sgd`, `-S scheduler.name=cosine`).
-
-
-class DatasetName(str, Enum):
-    mnist = "mnist"
-    fashion_mnist = "fashion_mnist"
-
-
-# The optimizer and scheduler names are the library's registries (cnn.optimizers, cnn.schedulers).
-OptimizerName = Enum("OptimizerName", {name: name for name in OPTIMIZER_KEYS}, type=str)  # type: ignore[misc]
-SchedulerName = Enum("SchedulerName", {name: name for name in SCHEDULER_KEYS}, type=str)  # type: ignore[misc]
-
-
-class PlateauMode(str, Enum):
-    min = "min"
-    max = "max"
-
-
-class DType(str, Enum):
-    float32 = "float32"
-    float64 = "float64"
-
-
-class Framework(str, Enum):
-    numpy = "numpy"
-    torch = "torch"
-
-
-OPTIMIZERS: tuple[str, ...] = tuple(m.name for m in OptimizerName)
-SCHEDULERS: tuple[str, ...] = tuple(m.name for m in SchedulerName)
-FRAMEWORKS: tuple[str, ...] = tuple(m.name for m in Framework)
-
-
-@dataclass(frozen=True)
-class DatasetFacts:
-    """What the config is checked against before any data is read: the published sizes of the datasets."""
-
-    train_images: int
-    test_images: int
-    image_shape: tuple[int, int, int]
-    num_classes: int
-
-
-DATASETS: dict[str, DatasetFacts] = {
-    "mnist": DatasetFacts(train_images=60_000, test_images=10_000, image_shape=(1, 28, 28), num_classes=10),
-    "fashion_mnist": DatasetFacts(
-        train_images=60_000, test_images=10_000, image_shape=(1, 28, 28), num_classes=10
-    ),
-}
-
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Schema: one dataclass per config group. Defaults equal conf/'s defaults; scheduler keys that only one
-# scheduler reads default to None and are required by that scheduler.
-
-
-# Types and ranges only: every value lives in conf/ (MISSING here = "conf/ must set it"). None on the keys
-# one option reads and others do not (momentum, gamma, ...) means "not set": the option's YAML sets it.
-
-
-@dataclass
-class DataConfig:
-    name: DatasetName = MISSING
-    source_dir: str | None = MISSING
-    raw_dir: str = MISSING
-    processed_dir: str = MISSING
-    train_size: int | None = MISSING
-    val_size: int = MISSING
-    test_size: int | None = MISSING
-    seed: int = MISSING
-    mirrors: list[str] | None = MISSING  # HTTPS base URLs; None = torchvision's mirrors, [] = no download
-    download_timeout_s: float = MISSING
-
-
-@dataclass
-class ModelConfig:
-    name: str = MISSING
-    input_shape: list[int] = MISSING
-    num_classes: int = MISSING
-    use_batchnorm: bool = MISSING
-    dropout_rate: float = MISSING
-    conv_channels: list[list[int]] = MISSING
-    kernel_size: int = MISSING
-    dense_units: list[int] = MISSING
-    dense_dropout: float = MISSING
-
-
-@dataclass
-class OptimizerConfig:
-    name: OptimizerName = MISSING
-    lr: float = MISSING
-    weight_decay: float = MISSING
-    momentum: float | None = None  # sgd only
-    nesterov: bool | None = None  # sgd only
-    betas: list[float] | None = None  # adam, adamw
-    eps: float | None = None  # adam, adamw
-
-
-@dataclass
-class SchedulerConfig:
-    name: SchedulerName = MISSING
-    step_size: int | None = None  # step
-    gamma: float | None = None  # step, exponential
-    T_max: int | None = None  # cosine; None = train.epochs
-    eta_min: float | None = None  # cosine
-    factor: float | None = None  # plateau
-    patience: int | None = None  # plateau
-    mode: PlateauMode | None = None  # plateau
-    warmup_epochs: int = MISSING
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = MISSING
-    batch_size: int = MISSING
-    seed: int = MISSING
-    threads: int | None = MISSING
-    device: str = MISSING
-    dtype: DType = MISSING
-    deterministic: bool = MISSING
-    channels_last: bool | None = MISSING  # None: on for the CPU (faster there), off on GPUs
-    compile: bool = MISSING
-    amp: bool = MISSING
-    resume: bool = MISSING
-    checkpoint_dir: str = MISSING
-    framework: Framework = MISSING
-    # Per-framework overrides of the keys above (checked against them in validate_config).
-    numpy: dict[str, Any] = field(default_factory=dict)
-    torch: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class TrackingConfig:
-    uri: str | None = MISSING
-    experiment: str = MISSING
-
-
-@dataclass
-class EvaluateConfig:
-    batch_size: int = MISSING  # evaluate: inference batch (metrics pass and images/s)
-    num_samples: int = MISSING  # plot: images in sample_predictions.png
-    max_misclassified: int = MISSING  # plot: images in misclassified.png
-    feature_map_channels: int = MISSING  # plot: channels per conv layer in feature_maps.png
-
-
-@dataclass
-class PathsConfig:
-    """The ``paths`` group: folders and file names of every output (``conf/paths/default.yaml``)."""
-
-    models_dir: str = MISSING
-    model_files: dict[str, str] = MISSING
-    run_pointer: str = MISSING
-    checkpoint_files: dict[str, str] = MISSING
-    metrics_dir: str = MISSING
-    train_metrics: dict[str, str] = MISSING
-    evaluate_metrics: str = MISSING
-    plots_dir: str = MISSING
-    history: dict[str, str] = MISSING
-    confusion: dict[str, str] = MISSING
-    reports_dir: str = MISSING
-    predictions: str = MISSING
-    disagreements: str = MISSING
-    comparison: str = MISSING
-    per_class: str = MISSING
-    experiment_runs: str = MISSING
-    figures_dir: str = MISSING
-
-
-@dataclass
-class PipelineConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
-
-
-_GROUPS: dict[str, type] = {f.name: f.default_factory for f in fields(PipelineConfig)}  # type: ignore[misc]
-# Keys of `train` a per-framework override may set (the override tables themselves and the sweep's
-# framework switch are not among them).
-_TRAIN_OVERRIDABLE = tuple(
-    f.name for f in fields(TrainConfig) if f.name not in ("numpy", "torch", "framework")
-)
-
-
-def register_configs() -> None:
-    """Store the schema in Hydra's ConfigStore: ``cnn_pipeline_schema`` and ``<group>/schema``.
-
-    A Hydra app composing in process can put ``cnn_pipeline_schema`` first in its defaults list to get
-    typed composition; :func:`validate_config` applies the same schema either way.
-    """
-    from hydra.core.config_store import ConfigStore
-
-    cs = ConfigStore.instance()
-    cs.store(name="cnn_pipeline_schema", node=PipelineConfig)
-    for group, node in _GROUPS.items():
-        cs.store(group=group, name="schema", node=node)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -295,14 +112,14 @@ def _typed(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
 
     try:
         if isinstance(raw, DictConfig):
-            raw = OmegaConf.to_container(raw, resolve=True)
+            raw = cast(dict[str, Any], OmegaConf.to_container(raw, resolve=True))
         merged = OmegaConf.merge(OmegaConf.structured(PipelineConfig), raw)
         return OmegaConf.to_container(merged, resolve=True, enum_to_str=True)  # type: ignore[return-value]
     except ConfigKeyError as exc:
         key = exc.full_key or str(exc.key)
         parent = key.rsplit(".", 1)[0] if "." in key else ""
-        node = _GROUPS.get(parent)
-        allowed = [f.name for f in fields(node)] if node else list(_GROUPS)
+        node = GROUPS.get(parent)
+        allowed = [f.name for f in fields(node)] if node else list(GROUPS)
         raise ConfigError(f"{source}: unknown key {key}; expected one of {', '.join(allowed)}") from exc
     except ValidationError as exc:
         raise _reject(source, exc.full_key or str(exc.key), exc.value, _expected_type(exc)) from exc
@@ -316,7 +133,7 @@ def _check_complete(cfg: Mapping[str, Any], source: str, prefix: str = "") -> No
     for key, value in cfg.items():
         if isinstance(value, Mapping):
             _check_complete(value, source, f"{prefix}{key}.")
-        elif isinstance(value, str) and value == "???":
+        elif isinstance(value, str) and value == MISSING:
             raise ConfigError(
                 f"{source}: {prefix}{key} is missing; expected a value from conf/ "
                 "(compose params.yaml with `python -m cnn.pipeline compose`)"
@@ -399,14 +216,13 @@ def _check_model(m: dict[str, Any], s: str) -> None:
 
 
 def _check_optimizer(o: dict[str, Any], s: str) -> None:
-    _check(_positive_number(o["lr"]), s, "optimizer.lr", o["lr"], "a number > 0")
-    _check(o["weight_decay"] >= 0, s, "optimizer.weight_decay", o["weight_decay"], "a number >= 0")
-    for key in OPTIMIZER_KEYS[o["name"]]:  # the keys the library's optimizer of that name reads
-        _check(
-            o[key] is not None, s, f"optimizer.{key}", o[key], f"a value: optimizer.name={o['name']} reads it"
-        )
-    if o["name"] == "sgd":
-        _check(0.0 <= o["momentum"] < 1.0, s, "optimizer.momentum", o["momentum"], "a number in [0, 1)")
+    name = o["name"]
+    for key in ("lr", "weight_decay", *OPTIMIZER_KEYS[name]):  # the keys the library's optimizer reads
+        _check(o[key] is not None, s, f"optimizer.{key}", o[key], f"a value: optimizer.name={name} reads it")
+        if key in OPTIMIZER_RANGES:
+            expected, ok = OPTIMIZER_RANGES[key]
+            _check(ok(o[key]), s, f"optimizer.{key}", o[key], expected)
+    if name == "sgd":
         _check(
             not o["nesterov"] or o["momentum"] > 0,
             s,
@@ -422,17 +238,8 @@ def _check_optimizer(o: dict[str, Any], s: str) -> None:
             s,
             "optimizer.momentum" if momentum_set else "optimizer.nesterov",
             o["momentum"] if momentum_set else o["nesterov"],
-            f"unset: momentum and nesterov are read by optimizer.name=sgd only, not {o['name']}",
+            f"unset: momentum and nesterov are read by optimizer.name=sgd only, not {name}",
         )
-        betas = o["betas"]
-        _check(
-            len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas),
-            s,
-            "optimizer.betas",
-            betas,
-            "two numbers in [0, 1)",
-        )
-        _check(_positive_number(o["eps"]), s, "optimizer.eps", o["eps"], "a number > 0")
 
 
 def _check_scheduler(c: dict[str, Any], epochs: int, lr: float, s: str) -> None:
@@ -444,21 +251,15 @@ def _check_scheduler(c: dict[str, Any], epochs: int, lr: float, s: str) -> None:
         c["warmup_epochs"],
         f"an integer in [0, train.epochs={epochs})",
     )
-    # The keys the library's scheduler of that name reads (cnn.schedulers); T_max: null = train.epochs.
-    for key in (k for k in SCHEDULER_KEYS[name] if k != "T_max"):
-        _check(c[key] is not None, s, f"scheduler.{key}", c[key], f"a value: scheduler.name={name} reads it")
-    if name == "step":
-        _check(c["step_size"] >= 1, s, "scheduler.step_size", c["step_size"], "an integer >= 1 (epochs)")
-    if name in ("step", "exponential"):
-        _check(0.0 < c["gamma"] <= 1.0, s, "scheduler.gamma", c["gamma"], "a number in (0, 1]")
+    for key in SCHEDULER_KEYS[name]:  # the keys the library's scheduler of that name reads
+        if key != "T_max":  # T_max: null = train.epochs
+            _check(
+                c[key] is not None, s, f"scheduler.{key}", c[key], f"a value: scheduler.name={name} reads it"
+            )
+        if key in SCHEDULER_RANGES:
+            expected, ok = SCHEDULER_RANGES[key]
+            _check(ok(c[key]), s, f"scheduler.{key}", c[key], expected)
     if name == "cosine":
-        _check(
-            c["T_max"] is None or c["T_max"] >= 1,
-            s,
-            "scheduler.T_max",
-            c["T_max"],
-            "an integer >= 1 (epochs) or null for train.epochs",
-        )
         _check(
             0.0 <= c["eta_min"] < lr,
             s,
@@ -466,9 +267,6 @@ def _check_scheduler(c: dict[str, Any], epochs: int, lr: float, s: str) -> None:
             c["eta_min"],
             f"a number in [0, optimizer.lr={lr})",
         )
-    if name == "plateau":
-        _check(0.0 < c["factor"] < 1.0, s, "scheduler.factor", c["factor"], "a number in (0, 1)")
-        _check(c["patience"] >= 0, s, "scheduler.patience", c["patience"], "an integer >= 0 (epochs)")
 
 
 def _check_train(t: dict[str, Any], s: str, prefix: str = "train") -> None:
@@ -496,9 +294,9 @@ def _check_overrides(train: dict[str, Any], s: str) -> None:
     """``train.numpy`` / ``train.torch`` may only override the shared training keys."""
     for fw in FRAMEWORKS:
         for key in train[fw]:
-            if key not in _TRAIN_OVERRIDABLE:
+            if key not in TRAIN_OVERRIDABLE:
                 raise ConfigError(
-                    f"{s}: unknown key train.{fw}.{key}; expected one of {', '.join(_TRAIN_OVERRIDABLE)}"
+                    f"{s}: unknown key train.{fw}.{key}; expected one of {', '.join(TRAIN_OVERRIDABLE)}"
                 )
 
 

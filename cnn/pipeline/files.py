@@ -29,7 +29,7 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 def write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> Path:
     """Write ``arrays`` as a compressed ``.npz`` to ``path`` atomically; returns the path."""
     with atomic_open(path) as fh:  # a file object: np.savez would append ".npz" to a bare name
-        np.savez_compressed(fh, **arrays)
+        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub: **kwds typed as allow_pickle
     return Path(path)
 
 

@@ -13,7 +13,7 @@ import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cnn.atomic import atomic_write_bytes
 from cnn.errors import ConfigError
@@ -58,7 +58,9 @@ def compose_params(
             compose_and_dump(
                 composed_file, str(config_dir), None, config_name, str(config_dir.parent), list(overrides)
             )
-            composed = OmegaConf.to_container(OmegaConf.load(composed_file), resolve=True)
+            composed = cast(
+                dict[str, Any], OmegaConf.to_container(OmegaConf.load(composed_file), resolve=True)
+            )
             cfg = validate_config(composed, source=f"{CONFIG_DIR}/ with overrides {list(overrides)}")
         except (HydraException, OmegaConfBaseException) as exc:
             raise ConfigError(
@@ -106,4 +108,4 @@ def load_params(path: str | os.PathLike[str] = PARAMS_FILE) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a valid YAML config: {one_line(exc)}") from exc
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: expected a mapping of config groups, found {type(raw).__name__}")
-    return validate_config(raw, source=str(path))
+    return validate_config(cast(Mapping[str, Any], raw), source=str(path))

@@ -60,7 +60,7 @@ def scheduler_kwargs(scheduler: Mapping[str, Any], epochs: int) -> dict[str, Any
     kw = {k: scheduler[k] for k in SCHEDULER_KEYS[name]}
     if name == "cosine" and kw["T_max"] is None:
         kw["T_max"] = epochs
-    if scheduler.get("warmup_epochs", 0):
+    if scheduler["warmup_epochs"]:
         kw["warmup_epochs"] = scheduler["warmup_epochs"]
     return kw
 
