@@ -56,10 +56,8 @@ def _run(
 
 
 def _local_mnist() -> Path | None:
-    for raw in (ROOT / "data" / "raw" / "mnist", Path("/work/before/data/raw/mnist")):
-        if all((raw / f).is_file() for f in MNIST_FILES):
-            return raw
-    return None
+    raw = ROOT / "data" / "raw" / "mnist"
+    return raw if all((raw / f).is_file() for f in MNIST_FILES) else None
 
 
 @pytest.fixture(scope="module")
