@@ -136,7 +136,7 @@ def _earlier_record(
 ) -> Any:
     """The run this stage already started for this experiment and these weights (a re-run of the stage
     after an interruption, or the same state recorded twice under ``dvc repro``), or None."""
-    if weights_run is None:
+    if weights_run is None or "'" in exp_name:  # a quote cannot go into the filter string: start anew
         return None
     found = client.search_runs(
         [weights_run.info.experiment_id],
