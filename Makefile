@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 .PHONY: help install test test-fast typecheck lint format params repro exps ui notebooks bench clean
 
 help: ## this list (the text after `##` on each target's line in the Makefile)
-	@echo "usage: make <target>   (variables: OVERRIDES='...' or bare key=value overrides for params/repro, PYTEST_ARGS='...' for the tests, UI_PORT)"
+	@echo "usage: make <target>   (variables: OVERRIDES='...' or bare key=value for params/repro, PYTEST_ARGS='...', UI_PORT)"
 	@awk 'BEGIN { FS = ":[^#]*## " } /^[a-z][a-z-]*:.*## / { printf "  make %-11s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 $(PY):
