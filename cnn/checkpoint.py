@@ -381,7 +381,9 @@ def read_model(path: Path) -> tuple[ArchConfig, np.dtype, int, dict[str, np.ndar
     return config, dtype, seed, state
 
 
-def check_weights_fit(config: ArchConfig, shapes: Mapping[str, tuple[int, ...]], path: Path | str) -> None:
+def check_weights_fit(
+    config: ArchConfig, shapes: Mapping[str, tuple[int, ...]], path: str | os.PathLike[str]
+) -> None:
     """Check, before any network is built, that every conv/dense layer ``config`` describes has its
     ``weight`` in the checkpoint with the shape the config implies (``shapes``: key -> shape).
 

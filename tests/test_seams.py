@@ -298,6 +298,18 @@ def test_a_sqlite_store_that_cannot_be_written_is_refused_naming_it(tmp_path, da
                 path.chmod(0o755)
 
 
+def test_a_file_store_uri_pointing_at_a_file_or_a_read_only_folder_is_refused(tmp_path):
+    (tmp_path / "runs.txt").write_text("")
+    with pytest.raises(TrackingError, match=r"runs\.txt is a file, expected a folder"):
+        check_tracking_uri((tmp_path / "runs.txt").as_uri())
+    (tmp_path / "mlruns").mkdir(mode=0o555)
+    try:
+        with pytest.raises(TrackingError, match="mlruns is read-only"):
+            check_tracking_uri((tmp_path / "mlruns").as_uri())
+    finally:
+        (tmp_path / "mlruns").chmod(0o755)
+
+
 @pytest.mark.parametrize("damage", [_read_only_file, _read_only_folder], ids=["file", "folder"])
 def test_the_training_stage_refuses_a_read_only_store_before_training(tmp_path, damage):
     db = _sqlite_store(tmp_path)
@@ -311,6 +323,43 @@ def test_the_training_stage_refuses_a_read_only_store_before_training(tmp_path, 
         db.chmod(0o644)
     one_error_line(proc, "train_numpy", str(db.parent), "is read-only")
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(), reason="needs root and setpriv"
+)
+def test_a_store_another_user_owns_is_refused_for_a_user_who_cannot_write_it():
+    """A real permission denial (not the permission-bit rule): an ordinary root-owned store, checked by
+    the unprivileged user ``nobody``."""
+    import shutil
+    import tempfile
+
+    store = Path(tempfile.mkdtemp(prefix="cnn-store-"))
+    try:
+        store.chmod(0o755)
+        db = store / "mlflow.db"
+        check_tracking_uri(f"sqlite:///{db}")
+        code = f"from cnn.pipeline.tracking import check_tracking_uri; check_tracking_uri('sqlite:///{db}')"
+        proc = subprocess.run(
+            [
+                "/usr/bin/setpriv",
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                sys.executable,
+                "-c",
+                code,
+            ],
+            capture_output=True,
+            text=True,
+            env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")},
+            cwd="/",
+            timeout=60,
+        )
+        assert proc.returncode == 1
+        assert f"TrackingError: tracking store sqlite:///{db}: folder {store} is read-only" in proc.stderr
+    finally:
+        shutil.rmtree(store)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -106,6 +106,7 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
       server -- is "not an MLflow tracking server";
     - ``postgresql://``, ``mysql://``, ``mssql://`` (a database used directly): a TCP connection to its
       host and port must open within ``timeout_s``;
+    - ``file:///`` (MLflow's file store): the folder is created when missing and must be a writable folder;
     - ``sqlite:///``: the database's directory is created when missing; the directory, the database file
       (when it exists: a SQLite file, not a folder or another file) and the artifact folder beside it
       (``mlartifacts/``) must be writable -- a path marked read-only (no write permission bit) counts as
@@ -135,6 +136,8 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
         path = sqlite_path(uri)
         if path is not None:
             _check_sqlite_store(path, shown)
+    elif scheme == "file":  # MLflow's file store: a folder of runs
+        _check_store_folder(Path(urllib.parse.unquote(urllib.parse.urlsplit(uri).path)), shown)
 
 
 _PROBE = "/api/2.0/mlflow/experiments/search?max_results=1"
@@ -185,33 +188,37 @@ def _read_only(path: Path) -> bool:
     return not os.access(path, os.W_OK) or not (path.stat().st_mode & 0o222)
 
 
-def _check_sqlite_store(path: Path, shown: str) -> None:
-    """Raise :class:`TrackingError` unless the SQLite store at ``path`` can be created or written."""
-    folder = path.parent
+def _check_store_folder(folder: Path, shown: str) -> None:
+    """Raise :class:`TrackingError` unless ``folder`` is (or can be made) a writable folder."""
     if folder.exists() and not folder.is_dir():
-        raise TrackingError(f"tracking database {shown}: {folder} is a file, expected a folder")
+        raise TrackingError(f"tracking store {shown}: {folder} is a file, expected a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise TrackingError(f"tracking database {shown}: cannot create {folder} ({err.strerror})") from None
+        raise TrackingError(f"tracking store {shown}: cannot create {folder} ({err.strerror})") from None
     if _read_only(folder):
-        raise TrackingError(f"tracking database {shown}: folder {folder} is read-only")
+        raise TrackingError(f"tracking store {shown}: folder {folder} is read-only")
+
+
+def _check_sqlite_store(path: Path, shown: str) -> None:
+    """Raise :class:`TrackingError` unless the SQLite store at ``path`` can be created or written."""
+    _check_store_folder(path.parent, shown)
     if path.exists():
         if not path.is_file():
-            raise TrackingError(f"tracking database {shown}: {path} is not a file (a folder?)")
+            raise TrackingError(f"tracking store {shown}: {path} is not a file (a folder?)")
         if _read_only(path):
-            raise TrackingError(f"tracking database {shown}: {path} is read-only")
+            raise TrackingError(f"tracking store {shown}: {path} is read-only")
         with path.open("rb") as fh:
             head = fh.read(len(_SQLITE_MAGIC))
         if head and head != _SQLITE_MAGIC:
-            raise TrackingError(f"tracking database {shown}: {path} is not a SQLite database")
-    artifacts = folder / ARTIFACTS_DIR_NAME
+            raise TrackingError(f"tracking store {shown}: {path} is not a SQLite database")
+    artifacts = path.parent / ARTIFACTS_DIR_NAME
     if artifacts.exists() and not artifacts.is_dir():
         raise TrackingError(
-            f"tracking database {shown}: {artifacts} (the run artifacts) is a file, not a folder"
+            f"tracking store {shown}: {artifacts} (the run artifacts) is a file, not a folder"
         )
     if artifacts.is_dir() and _read_only(artifacts):
-        raise TrackingError(f"tracking database {shown}: artifact folder {artifacts} is read-only")
+        raise TrackingError(f"tracking store {shown}: artifact folder {artifacts} is read-only")
 
 
 # ----------------------------------------------------------------------------------------------------
