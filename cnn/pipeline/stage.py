@@ -2,9 +2,10 @@
 
 :func:`stage_main` runs a stage function: a :class:`~cnn.errors.ConfigError` is one line on stderr and exit
 code 2, any other :class:`~cnn.errors.CNNError` or an ``OSError`` one line and exit code 1 (an ``OSError``
-as ``<path>: <reason>``), an interrupt exit code 130; the
-traceback only with ``--debug`` or ``HYDRA_FULL_ERROR=1``. Every stage of ``dvc.yaml`` ends with
-``if __name__ == "__main__": stage_main(main, name=...)``.
+as ``<path>: <reason>``), an interrupt exit code 130; the traceback only with ``--debug`` or
+``HYDRA_FULL_ERROR=1``. Every stage of ``dvc.yaml`` ends with
+``if __name__ == "__main__": stage_main(main, name=...)``. :func:`check_outputs` is the check a stage makes
+before its work that its outputs can go where they go.
 """
 
 from __future__ import annotations
