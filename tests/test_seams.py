@@ -473,6 +473,30 @@ def test_training_stage_rejects_a_split_whose_npy_header_claims_more_than_the_me
     one_error_line(proc, "train_numpy", str(processed / "train.npz"), "member 'x.npy'", "header says")
 
 
+def test_plot_stage_rejects_compressed_predictions_whose_npy_header_claims_a_huge_array(tmp_path):
+    """reports/predictions.npz is a deflated zip: the member's header is read and refused before the
+    claimed array (40 GB) would be allocated."""
+    import io
+    import zipfile
+
+    from tests.test_eval_stages import make_pipeline_outputs
+
+    make_pipeline_outputs(tmp_path)
+    compose_params([], output=tmp_path / "params.yaml", config_dir=ROOT / "conf")
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 10), np.float32))
+    header["shape"] = (10**9, 10)
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, header)
+    member.write(b"\0" * 4096)
+    predictions = tmp_path / "reports" / "predictions.npz"
+    predictions.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(predictions, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("numpy_proba.npy", member.getvalue())
+    proc = stage(tmp_path, "plot", "--no-track")
+    one_error_line(proc, "plot", "reports/predictions.npz", "member 'numpy_proba.npy'", "header says")
+    assert not (tmp_path / "reports" / "figures").exists()
+
+
 # ----------------------------------------------------------------------------------------------------
 # A checkpoint whose config claims a network far larger than the arrays it holds
 # ----------------------------------------------------------------------------------------------------

@@ -178,13 +178,11 @@ def load_predictions(path: Path) -> dict[str, np.ndarray]:
     Raises:
         DataError: missing, not an npz, or without ``y``.
     """
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise DataError(f"{path}: predictions not found; run `python -m stages.evaluate` first") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: not a valid predictions .npz ({exc})") from None
+    from cnn.checkpoint import read_npz  # each member's .npy header is checked before its data is read
+
+    if not Path(path).exists():
+        raise DataError(f"{path}: predictions not found; run `python -m stages.evaluate` first")
+    arrays = read_npz(path, what="predictions file", error=DataError)
     if "y" not in arrays:
         raise DataError(f"{path}: expected arrays y and <framework>_proba, found {sorted(arrays)}")
     return arrays
