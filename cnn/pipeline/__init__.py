@@ -423,17 +423,25 @@ def train_from_config(
     if not track:
         return _fit(cfg, train, framework, data, list(callbacks), checkpoint, save_to, verbose)
 
-    from cnn.pipeline import tracking
+    from cnn.pipeline import serving, tracking
 
+    spec = serving.spec_for(cfg, framework)  # the model's own normalisation: fails before training
     with tracking.start_training_run(cfg, framework, nested=nested, run_name=run_name) as run:
+        tracking.log_datasets(cfg, {"train": (x, y), "val": (x_val, y_val)})
         cbs = [tracking.MLflowCallback(run.info.run_id), *callbacks]
         result = _fit(cfg, train, framework, data, cbs, checkpoint, save_to, verbose)
         result.run_id = run.info.run_id
-        example = x[:5]
+        summary = result.metrics()
+        tracking.log_run_summary(
+            run.info.run_id,
+            {k: summary[k] for k in ("train_time_s", "samples_per_sec")},
+            step=len(result.history.get("loss", [])),
+        )
+        example = serving.raw_pixels(x[:5], spec.mean, spec.std)  # what a user sends: raw uint8 images
         if framework == "numpy":
-            tracking.log_numpy_model(result.model, example)
+            serving.log_numpy_model(result.model, spec, example)
         else:
-            tracking.log_torch_model(_torch_module(result.model), example)
+            serving.log_torch_model(_torch_module(result.model), spec, example)
         if save_to is not None:
             tracking.log_artifact(save_to, artifact_path="checkpoint")
             tracking.write_run_pointer(save_to.parent / RUN_POINTER_FILE, run)

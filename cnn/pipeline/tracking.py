@@ -12,22 +12,18 @@ A relative SQLite path (``sqlite:///runs.db``) is taken relative to the repo roo
 Experiments created on a SQLite store keep their artifacts next to the database, in ``mlartifacts/``, so
 a run made in a temporary copy does not leave its model in a directory that is about to be deleted.
 
-What a training run holds (``start_training_run`` + ``MLflowCallback`` + ``log_*_model``):
+What a training run holds (``start_training_run`` + ``MLflowCallback`` + ``log_datasets`` +
+``log_run_summary`` + :mod:`cnn.pipeline.serving`):
 
 - name ``<DVC exp name or "repro">-<framework>``; tags ``framework``, ``git_commit``, ``dvc_exp_name``,
   ``data_digest`` (SHA-256 of ``<processed_dir>/stats.json``), ``mlflow.source.git.commit``;
 - params: the config flattened to dotted keys (``optimizer.lr`` = ``0.001``; lists as JSON);
+- dataset inputs ``<data.name>-train`` / ``-val`` (name, digest, source);
 - metrics per epoch, ``step`` = epoch: loss, accuracy, val_loss, val_accuracy, lr, epoch_time,
-  samples_per_sec;
-- artifacts: ``config.yaml`` (the resolved config), the checkpoint, and the model under ``model/``.
-
-The logged model, for both frameworks, answers ``mlflow.pyfunc.load_model(uri).predict(x)`` with
-``x`` a float32 array of shape (N, C, H, W), normalised like ``data/processed``, and returns the **logits**,
-a float32 array of shape (N, num_classes) (``softmax`` gives probabilities, ``argmax`` the class). Logits
-because the torch model is logged as itself (``mlflow.pytorch``, torch.export "pt2" format: no pickle) and
-its ``forward`` returns logits; the NumPy model's pyfunc wrapper returns the same quantity. The NumPy
-model is a models-from-code pyfunc (no cloudpickle) that bundles the ``cnn`` package and loads its
-weights with ``CNN.load`` from the ``.npz`` logged beside it.
+  epoch_samples_per_sec; once, for the whole run: train_time_s, samples_per_sec (as in
+  ``metrics/train_<framework>.json``);
+- artifacts: ``config.yaml`` (the resolved config), the checkpoint; the model (``model``, an MLflow
+  logged model of the run: raw images in, logits out, see :mod:`cnn.pipeline.serving`).
 
 Failures: a tracking server that does not answer raises ``TrackingError`` within ``timeout_s`` seconds,
 naming the URI (password redacted), before any training starts. The local SQLite default needs no
@@ -44,10 +40,8 @@ import hashlib
 import json
 import numbers
 import os
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -65,6 +59,8 @@ DB_FILE_NAME = "mlflow.db"
 ARTIFACTS_DIR_NAME = "mlartifacts"
 MODEL_ARTIFACT_NAME = "model"
 CONFIG_ARTIFACT_NAME = "config.yaml"
+#: Per-epoch names that differ from the trainer's (``samples_per_sec`` is the whole run's: log_run_summary).
+EPOCH_METRIC_NAMES = {"samples_per_sec": "epoch_samples_per_sec"}
 PARENT_RUN_ENV = "CNN_MLFLOW_PARENT_RUN_ID"
 """Environment variable a sweep sets so that training runs started in its jobs become its children."""
 
@@ -436,7 +432,8 @@ class MLflowCallback:
     """Training callback: log each epoch's numeric ``logs`` to an MLflow run with ``step=epoch``.
 
     ``logs`` holds loss, accuracy, val_loss, val_accuracy, lr, epoch_time and samples_per_sec (whichever the
-    trainer has). The run is ``run_id`` when given, else the run active when the first epoch ends.
+    trainer has); the epoch's samples_per_sec is logged as ``epoch_samples_per_sec``. The run is ``run_id``
+    when given, else the run active when the first epoch ends.
     """
 
     def __init__(self, run_id: str | None = None) -> None:
@@ -450,7 +447,7 @@ class MLflowCallback:
                 raise TrackingError("MLflowCallback: no run_id given and no active MLflow run to log to")
             self.run_id = active.info.run_id
         metrics = {
-            key: float(value)
+            EPOCH_METRIC_NAMES.get(key, key): float(value)
             for key, value in logs.items()
             if isinstance(value, numbers.Real) and not isinstance(value, bool)
         }
@@ -481,122 +478,43 @@ def log_artifact(path: str | os.PathLike[str], artifact_path: str | None = None)
 
 
 # ----------------------------------------------------------------------------------------------------
-# Models
+# What a training run trained on, and what it measured over the whole run
 # ----------------------------------------------------------------------------------------------------
-def _example_batch(input_example: Any, dtype: Any) -> np.ndarray:
-    """The input example as a C-contiguous (N, C, H, W) array of ``dtype`` with N >= 2.
+def log_datasets(cfg: Mapping[str, Any], splits: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Record the splits a training run reads as MLflow dataset inputs (``mlflow.log_input``).
 
-    N >= 2 because torch.export specialises a batch dimension of size 1 to a constant.
+    ``splits`` maps ``"train"`` / ``"val"`` to ``(x, y)``; each becomes the dataset
+    ``<data.name>-<split>`` (``mnist-train``) with MLflow's digest of the arrays, the source
+    ``<data.processed_dir>/<split>.npz`` and the context ``training`` / ``validation``; the UI shows them
+    in the runs table's Dataset column and on the run page.
     """
-    x = np.ascontiguousarray(np.asarray(input_example, dtype=dtype))
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4:
-        raise TrackingError(f"input_example: expected an (N, C, H, W) array, found shape {x.shape}")
-    if x.shape[0] < 2:
-        x = np.concatenate([x, x], axis=0)
-    return x[:5]
-
-
-def numpy_logits(model: Any, x: Any, batch_size: int = 256) -> np.ndarray:
-    """Eval-mode logits of a NumPy ``CNN``: x (N, C, H, W) -> float32 (N, num_classes), in batches.
-
-    What the logged NumPy model's pyfunc ``predict`` returns. The model's train/eval mode is restored.
-    """
-    x = np.asarray(x)
-    was_training = model.training
-    model.eval()
-    try:
-        chunks = [model.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
-    if not chunks:
-        return np.zeros((0, model.config.num_classes), dtype=np.float32)
-    return np.concatenate(chunks).astype(np.float32, copy=False)
-
-
-def log_numpy_model(model: Any, input_example: Any, name: str = MODEL_ARTIFACT_NAME) -> Any:
-    """Log a NumPy ``cnn.CNN`` as an MLflow pyfunc model (models-from-code; weights in ``.npz``).
-
-    ``mlflow.pyfunc.load_model(info.model_uri).predict(x)`` returns ``numpy_logits(model, x)``:
-    float32 logits (N, num_classes) for float32 x (N, C, H, W). The model bundles the ``cnn`` package
-    (code_paths), so it loads where only numpy, tqdm and mlflow are installed.
-
-    Returns:
-        mlflow.models.model.ModelInfo of the logged model (``model_uri``, ``model_id``).
-    """
-    mlflow = _mlflow()
-    from mlflow.models import infer_signature
-
-    x = _example_batch(input_example, model.dtype)
-    signature = infer_signature(x, numpy_logits(model, x))
-    with tempfile.TemporaryDirectory(prefix="cnn-mlflow-") as tmp:
-        tmp_path = Path(tmp)
-        weights = model.save(tmp_path / "model.npz")
-        code_file = tmp_path / "numpy_cnn_pyfunc.py"
-        code_file.write_text(_NUMPY_PYFUNC_CODE)
-        package = Path(__file__).resolve().parents[1]  # the whole cnn package
-        bundled = tmp_path / "code" / package.name
-        shutil.copytree(package, bundled, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(code_file),
-            artifacts={"weights": str(weights)},
-            code_paths=[str(bundled)],
-            signature=signature,
-            input_example=x,
-            pip_requirements=_requirements("numpy", "tqdm", "mlflow"),
-        )
-
-
-def log_torch_model(model: Any, input_example: Any, name: str = MODEL_ARTIFACT_NAME) -> Any:
-    """Log a ``torch.nn.Module`` (TorchCNN) with ``mlflow.pytorch.log_model``, signature and input example.
-
-    The model is exported in eval mode from a CPU copy (torch.export, "pt2": loading executes no pickle),
-    with a dynamic batch dimension; ``predict(x)`` returns its ``forward``: float32 logits
-    (N, num_classes). A ``torch.compile``-d module is unwrapped first.
-
-    Returns:
-        mlflow.models.model.ModelInfo of the logged model.
-    """
-    import copy
-
-    import torch
+    import warnings
 
     mlflow = _mlflow()
-    from mlflow.models import infer_signature
-
-    module = getattr(model, "_orig_mod", model)  # torch.compile wraps the module
-    cpu_model = copy.deepcopy(module).to("cpu").eval()
-    dtype = next(cpu_model.parameters()).dtype
-    x = _example_batch(input_example, torch.empty((), dtype=dtype).numpy().dtype)
-    with torch.no_grad():
-        logits = cpu_model(torch.from_numpy(x)).numpy()
-    signature = infer_signature(x, logits)
-    return mlflow.pytorch.log_model(
-        cpu_model,
-        name=name,
-        signature=signature,
-        input_example=x,
-        serialization_format="pt2",
-        pip_requirements=_requirements("torch", "numpy", "mlflow"),
-    )
+    data = cfg.get("data") or {}
+    name = data.get("name") or "data"
+    processed = Path(data.get("processed_dir") or "data/processed")
+    contexts = {"train": "training", "val": "validation", "test": "testing"}
+    for split, (x, y) in splits.items():
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source twice and then warns that a path is ambiguous.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            dataset = mlflow.data.from_numpy(
+                x, targets=y, source=str(processed / f"{split}.npz"), name=f"{name}-{split}"
+            )
+        mlflow.log_input(dataset, context=contexts.get(split, split))
 
 
-def _requirements(*packages: str) -> list[str]:
-    """Pinned pip requirements of the installed ``packages`` (skipping any that are not installed).
+def log_run_summary(run_id: str, summary: Mapping[str, float], step: int) -> None:
+    """Log whole-run numbers (``train_time_s``, ``samples_per_sec``) to ``run_id`` at ``step``.
 
-    Given explicitly, so MLflow does not spend seconds inferring them in a subprocess.
+    The values are those of ``metrics/train_<framework>.json`` (rounded the same way), so MLflow, DVC and
+    the report show one number per name. The per-epoch throughput is ``epoch_samples_per_sec``.
     """
-    from importlib.metadata import PackageNotFoundError, version
-
-    pins = []
-    for package in packages:
-        try:
-            pins.append(f"{package}=={version(package).split('+', 1)[0]}")
-        except PackageNotFoundError:
-            continue
-    return pins
+    mlflow = _mlflow()
+    metrics = [_metric(key, float(value), step=step) for key, value in summary.items()]
+    if metrics:
+        mlflow.MlflowClient().log_batch(run_id, metrics=metrics)
 
 
 # ----------------------------------------------------------------------------------------------------
