@@ -213,42 +213,46 @@ def numpy_logits(model: Any, x: Any, batch_size: int = 256) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ the pyfunc
-class ImageClassifier(PythonModel):
-    """The pyfunc model: ``predict(images)`` -> float32 logits ``(N, num_classes)`` (see the module doc).
+# MLflow asks for type hints on ``predict`` when a subclass is defined; hints would become an input schema,
+# which the four accepted input forms cannot have (see the module doc).
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
 
-    ``load_context`` reads ``input_spec.json`` and the weights; ``predict`` checks and normalises the
-    images (:func:`prepare_images`) and runs the eval-mode forward pass on the CPU.
-    """
+    class ImageClassifier(PythonModel):
+        """The pyfunc model: ``predict(images)`` -> float32 logits ``(N, num_classes)`` (see the module doc).
 
-    def load_context(self, context: Any) -> None:
-        self.spec = InputSpec.read(context.artifacts["input_spec"])
-        weights = context.artifacts["weights"]
-        if self.spec.framework == "numpy":
-            from cnn.model import CNN
+        ``load_context`` reads ``input_spec.json`` and the weights; ``predict`` checks and normalises the
+        images (:func:`prepare_images`) and runs the eval-mode forward pass on the CPU.
+        """
 
-            self.model = CNN.load(weights)  # npz, no pickle; returned in eval mode
-        else:
+        def load_context(self, context: Any) -> None:
+            self.spec = InputSpec.read(context.artifacts["input_spec"])
+            weights = context.artifacts["weights"]
+            if self.spec.framework == "numpy":
+                from cnn.model import CNN
+
+                self.model = CNN.load(weights)  # npz, no pickle; returned in eval mode
+            else:
+                import torch
+
+                self.model = torch.export.load(weights).module()
+                self.dtype = next(self.model.parameters()).dtype
+
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            try:
+                x = prepare_images(model_input, self.spec)
+            except DataError as err:
+                from mlflow.exceptions import MlflowException
+
+                raise MlflowException.invalid_parameter_value(str(err)) from None
+            if self.spec.framework == "numpy":
+                return numpy_logits(self.model, x)
             import torch
 
-            self.model = torch.export.load(weights).module()
-            self.dtype = next(self.model.parameters()).dtype
-
-    # No type hints on predict: MLflow would read them as an input schema (see the module doc).
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-        try:
-            x = prepare_images(model_input, self.spec)
-        except DataError as err:
-            from mlflow.exceptions import MlflowException
-
-            raise MlflowException.invalid_parameter_value(str(err)) from None
-        if self.spec.framework == "numpy":
-            return numpy_logits(self.model, x)
-        import torch
-
-        if len(x) == 0:
-            return np.zeros((0, self.spec.num_classes), dtype=np.float32)
-        with torch.no_grad():
-            return self.model(torch.from_numpy(x).to(self.dtype)).float().numpy()
+            if len(x) == 0:
+                return np.zeros((0, self.spec.num_classes), dtype=np.float32)
+            with torch.no_grad():
+                return self.model(torch.from_numpy(x).to(self.dtype)).float().numpy()
 
 
 # ------------------------------------------------------------------------------------------------ logging
@@ -284,11 +288,14 @@ def log_torch_model(module: Any, spec: InputSpec, input_example: Any, name: str 
     example = torch.from_numpy(x).to(dtype)
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(cpu_model, (example,), dynamic_shapes=({0: batch},))
+    # torch.export.save pickles the example inputs (torch.load on the way back, with a fallback to a full
+    # unpickler); the model does not need them, so they are not saved and loading unpickles nothing.
+    program.example_inputs = None
     with tempfile.TemporaryDirectory(prefix="cnn-mlflow-") as tmp:
         weights = Path(tmp) / WEIGHT_FILES["torch"]
         with warnings.catch_warnings():
             # torch.export.save's weight grouping, harmless: every tensor is saved whole.
-            warnings.filterwarnings("ignore", message="No complete tensor found in the group")
+            warnings.filterwarnings("ignore", message=".*No complete tensor found in the group")
             torch.export.save(program, weights)
         return _log(spec, weights, input_example, name, ("torch", "numpy", "mlflow"))
 

@@ -498,7 +498,7 @@ def log_datasets(cfg: Mapping[str, Any], splits: Mapping[str, tuple[np.ndarray, 
     for split, (x, y) in splits.items():
         with warnings.catch_warnings():
             # MLflow registers its local-file source twice and then warns that a path is ambiguous.
-            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            warnings.filterwarnings("ignore", message=".*The specified dataset source can be interpreted")
             dataset = mlflow.data.from_numpy(
                 x, targets=y, source=str(processed / f"{split}.npz"), name=f"{name}-{split}"
             )
