@@ -213,46 +213,42 @@ def numpy_logits(model: Any, x: Any, batch_size: int = 256) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ the pyfunc
-# MLflow asks for type hints on ``predict`` when a subclass is defined; hints would become an input schema,
-# which the four accepted input forms cannot have (see the module doc).
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+class ImageClassifier(PythonModel):
+    """The pyfunc model: ``predict(images)`` -> float32 logits ``(N, num_classes)`` (see the module doc).
 
-    class ImageClassifier(PythonModel):
-        """The pyfunc model: ``predict(images)`` -> float32 logits ``(N, num_classes)`` (see the module doc).
+    ``load_context`` reads ``input_spec.json`` and the weights; ``predict`` checks and normalises the
+    images (:func:`prepare_images`) and runs the eval-mode forward pass on the CPU.
+    """
 
-        ``load_context`` reads ``input_spec.json`` and the weights; ``predict`` checks and normalises the
-        images (:func:`prepare_images`) and runs the eval-mode forward pass on the CPU.
-        """
+    def load_context(self, context: Any) -> None:
+        self.spec = InputSpec.read(context.artifacts["input_spec"])
+        weights = context.artifacts["weights"]
+        if self.spec.framework == "numpy":
+            from cnn.model import CNN
 
-        def load_context(self, context: Any) -> None:
-            self.spec = InputSpec.read(context.artifacts["input_spec"])
-            weights = context.artifacts["weights"]
-            if self.spec.framework == "numpy":
-                from cnn.model import CNN
-
-                self.model = CNN.load(weights)  # npz, no pickle; returned in eval mode
-            else:
-                import torch
-
-                self.model = torch.export.load(weights).module()
-                self.dtype = next(self.model.parameters()).dtype
-
-        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-            try:
-                x = prepare_images(model_input, self.spec)
-            except DataError as err:
-                from mlflow.exceptions import MlflowException
-
-                raise MlflowException.invalid_parameter_value(str(err)) from None
-            if self.spec.framework == "numpy":
-                return numpy_logits(self.model, x)
+            self.model = CNN.load(weights)  # npz, no pickle; returned in eval mode
+        else:
             import torch
 
-            if len(x) == 0:
-                return np.zeros((0, self.spec.num_classes), dtype=np.float32)
-            with torch.no_grad():
-                return self.model(torch.from_numpy(x).to(self.dtype)).float().numpy()
+            self.model = torch.export.load(weights).module()
+            self.dtype = next(self.model.parameters()).dtype
+
+    # ``np.ndarray``: a hint MLflow infers no schema from (any other hint, or none, makes it warn).
+    def predict(self, context: Any, model_input: np.ndarray, params: Any = None) -> np.ndarray:
+        try:
+            x = prepare_images(model_input, self.spec)
+        except DataError as err:
+            from mlflow.exceptions import MlflowException
+
+            raise MlflowException.invalid_parameter_value(str(err)) from None
+        if self.spec.framework == "numpy":
+            return numpy_logits(self.model, x)
+        import torch
+
+        if len(x) == 0:
+            return np.zeros((0, self.spec.num_classes), dtype=np.float32)
+        with torch.no_grad():
+            return self.model(torch.from_numpy(x).to(self.dtype)).float().numpy()
 
 
 # ------------------------------------------------------------------------------------------------ logging
