@@ -113,7 +113,7 @@ def register_and_promote(
     champion = _champion(client, name)
     if champion is None:
         promoted, reason = True, f"first version of {name}; test_accuracy {test_accuracy:.4f}"
-    elif champion.version == version:
+    elif str(champion.version) == version:
         promoted, reason = False, f"already the champion; test_accuracy {test_accuracy:.4f}"
     else:
         best, how = _champion_accuracy(name, champion, split, digest)
@@ -127,13 +127,13 @@ def register_and_promote(
         client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
         client.set_registered_model_tag(name, "champion_reason", f"version {version}: {reason}")
         decision = f"promoted to {CHAMPION_ALIAS}: {reason}"
-    elif champion.version == version:
+    elif str(champion.version) == version:
         decision = f"{CHAMPION_ALIAS}: {reason}"
     else:
         decision = f"not {CHAMPION_ALIAS}: {reason}"
     client.set_model_version_tag(name, version, "champion_decision", decision)
     client.set_tag(run_id, "registered_model", f"{name}/{version}")
-    holder = version if promoted else champion.version
+    holder = version if promoted else str(champion.version)
     return Promotion(name=name, version=version, champion=holder, promoted=promoted, reason=decision)
 
 
