@@ -4,12 +4,13 @@ PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install test lint format repro ui notebooks bench clean
+.PHONY: help install test lint format repro ui serve notebooks bench clean
 
 help:
 	@echo "make test       lint + the whole test suite (creates .venv on first use)"
 	@echo "make repro      run the DVC pipeline: fetch -> preprocess -> train x2 -> evaluate -> plot"
 	@echo "make ui         MLflow UI on http://127.0.0.1:5000 over the project's runs"
+	@echo "make serve      the champion model (cnn-numpy) as a REST endpoint on http://127.0.0.1:5001"
 	@echo "make notebooks  Jupyter Lab on the tutorial notebooks"
 	@echo "make bench      the training-throughput and inference benchmarks"
 
@@ -46,10 +47,24 @@ repro: $(STAMP)
 	@echo
 	@cat reports/comparison.md
 
-# MLflow UI over the project's own runs (sqlite:///<repo>/mlflow.db), on the loopback interface only.
+# MLflow UI over the project's own runs (sqlite:///<repo>/mlflow.db), on the loopback interface only. MLflow 3.17
+# opens experiments on its GenAI screens: the address printed first opens cnn-mnist on its training runs.
 UI_PORT ?= 5000
 ui: $(STAMP)
+	@$(PY) -c "from cnn.pipeline.tracking import experiment_url; print('open', experiment_url('http://127.0.0.1:$(UI_PORT)', 'sqlite:///$(CURDIR)/mlflow.db'))"
 	.venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(UI_PORT) --workers 1
+
+# The registry's champion as a REST endpoint on the loopback interface: POST raw images to /invocations, e.g.
+#   curl -H 'Content-Type: application/json' -d '{"inputs": [[[0, 0, ...], ...]]}' 127.0.0.1:5001/invocations
+# --env-manager local: the project's .venv (MLflow's default builds a fresh environment, which needs pyenv and
+# the network); .venv/bin first on PATH because MLflow starts the server as `uvicorn`.
+# SERVE_MODEL=cnn-torch serves the twin; MLFLOW_TRACKING_URI (a team server) replaces the repo's mlflow.db.
+SERVE_MODEL ?= cnn-numpy
+SERVE_PORT ?= 5001
+serve: $(STAMP) ## serve models:/$(SERVE_MODEL)@champion on http://127.0.0.1:$(SERVE_PORT)/invocations
+	PATH="$(CURDIR)/.venv/bin:$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
+	    .venv/bin/mlflow models serve -m "models:/$(SERVE_MODEL)@champion" --env-manager local \
+	    --host 127.0.0.1 --port $(SERVE_PORT)
 
 # Jupyter Lab on the tutorials. jupyterlab is big, so it is not in the dev extra: the first run installs the
 # `notebooks` extra. The notebooks read data/processed (01, 02) and the pipeline's runs (03): `make repro` first.

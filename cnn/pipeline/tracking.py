@@ -61,6 +61,9 @@ MODEL_ARTIFACT_NAME = "model"
 CONFIG_ARTIFACT_NAME = "config.yaml"
 #: Per-epoch names that differ from the trainer's (``samples_per_sec`` is the whole run's: log_run_summary).
 EPOCH_METRIC_NAMES = {"samples_per_sec": "epoch_samples_per_sec"}
+#: The experiment tag MLflow 3's UI reads to choose between its GenAI and its model-training screens.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 PARENT_RUN_ENV = "CNN_MLFLOW_PARENT_RUN_ID"
 """Environment variable a sweep sets so that training runs started in its jobs become its children."""
 
@@ -269,7 +272,9 @@ def ensure_experiment(name: str, uri: str) -> str:
     """The id of experiment ``name`` on ``uri``, created when missing (race-free across processes).
 
     On SQLite the experiment's artifact location is ``<database dir>/mlartifacts``; elsewhere the server
-    decides.
+    decides. The experiment is tagged ``mlflow.experimentKind = custom_model_development`` (unless the
+    user set another kind): MLflow 3 UIs that read the tag open it on its training runs, not on the GenAI
+    overview (3.17 follows its own "Model training" switch instead: see docs/tracking.md).
     """
     mlflow = _mlflow()
     from mlflow.exceptions import MlflowException
@@ -283,11 +288,15 @@ def ensure_experiment(name: str, uri: str) -> str:
                     f"tracking.experiment: experiment {name!r} on {redact_uri(uri)} is deleted; restore it "
                     "(mlflow experiments restore) or choose another name"
                 )
+            if experiment.tags.get(EXPERIMENT_KIND_TAG) is None:
+                client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return experiment.experiment_id
         path = sqlite_path(uri)
         location = (path.parent / ARTIFACTS_DIR_NAME).as_uri() if path is not None else None
         try:
-            return client.create_experiment(name, artifact_location=location)
+            return client.create_experiment(
+                name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
         except MlflowException:  # created by another process between the two calls (non-SQLite stores)
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
@@ -605,3 +614,24 @@ def log_to_run(
             client.log_artifact(run_id, str(artifact), artifact_path=artifact_path)
         else:
             raise TrackingError(f"{artifact}: artifact to log to run {run_id} does not exist")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The UI
+# ----------------------------------------------------------------------------------------------------
+#: MLflow 3.17's UI opens experiments on its GenAI screens unless the URL (or its "Model training" switch,
+#: remembered per browser) selects the model-training ones: runs, logged models, the registry.
+UI_WORKFLOW_QUERY = "workflowType=machine_learning"
+
+
+def experiment_url(ui: str, uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
+    """The UI address that opens ``experiment`` on its training runs, e.g.
+    ``http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning``; the experiment list when
+    ``experiment`` does not exist (yet) on ``uri``. Reads the store, creates nothing."""
+    found = None
+    path = sqlite_path(uri)
+    if path is None or path.is_file():
+        with contextlib.suppress(Exception):  # a store that cannot be read yet: the list page is fine
+            found = _mlflow().MlflowClient(uri).get_experiment_by_name(experiment)
+    page = f"experiments/{found.experiment_id}" if found is not None else "experiments"
+    return f"{ui.rstrip('/')}/#/{page}?{UI_WORKFLOW_QUERY}"
