@@ -488,6 +488,9 @@ def _register(
     }
     if not run_ids:
         return
+    if not all(isinstance(stats.get(k), int | float) for k in ("mean", "std")):
+        log.warning("%s: no mean and std of the training pixels; models not registered", paths.stats)
+        return
     split = registry.TestSplit(raw_pixels(x, float(stats["mean"]), float(stats["std"])), y)
     accuracies = {fw: float(results[fw]["test_accuracy"]) for fw in run_ids}
     registry.register_evaluated(uri or tracking.resolve_tracking_uri(), run_ids, accuracies, split)

@@ -208,13 +208,19 @@ def register_evaluated(
     uri: str, run_ids: Mapping[str, str], test_accuracy: Mapping[str, float], split: TestSplit
 ) -> list[Promotion]:
     """:func:`register_and_promote` for each framework of ``run_ids`` (framework -> training run) on the
-    store ``uri``; logs one line per model. What the evaluate stage calls."""
+    store ``uri``; logs one line per model (a run without a logged model: a warning, not registered).
+    What the evaluate stage calls."""
     import mlflow
 
+    mlflow.set_tracking_uri(uri)  # the registry resolves ``models:/<id>`` sources on the global store
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     promotions = []
     for framework, run_id in run_ids.items():
-        p = register_and_promote(client, framework, run_id, test_accuracy[framework], split)
+        try:
+            p = register_and_promote(client, framework, run_id, test_accuracy[framework], split)
+        except TrackingError as err:  # a run made by hand, not by a training stage
+            log.warning("%s; %s not registered", err, REGISTERED_MODELS[framework])
+            continue
         log.info("%s version %s: %s", p.name, p.version, p.reason)
         promotions.append(p)
     return promotions
