@@ -107,7 +107,7 @@ def write_npz_atomic(path: str | os.PathLike[str], members: Mapping[str, np.ndar
         if v.dtype.hasobject:
             raise CheckpointError(f"{path}: member '{k}' is an object array, which would need pickle")
     with atomic_open(path) as f:
-        np.savez(f, **arrays)
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub: **kwds typed as allow_pickle
     return path
 
 
@@ -299,7 +299,7 @@ def _hashable(k: Any) -> Any:
 
 def rng_state(gen: np.random.Generator) -> dict[str, Any]:
     """The state of ``gen``'s bit generator as JSON-ready data (Python ints are arbitrary precision)."""
-    return gen.bit_generator.state
+    return dict(gen.bit_generator.state)
 
 
 def set_rng_state(gen: np.random.Generator, state: Mapping[str, Any], what: str = "rng") -> None:

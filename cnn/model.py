@@ -108,7 +108,7 @@ class CNN:
         seed: int = 0,
     ) -> None:
         self.config = ArchConfig(
-            input_shape=tuple(input_shape),
+            input_shape=tuple(input_shape),  # type: ignore[arg-type]  # ArchConfig checks it is (C, H, W)
             num_classes=num_classes,
             use_batchnorm=use_batchnorm,
             dropout_rate=dropout_rate,
@@ -447,7 +447,7 @@ class CNN:
             print_fn: called with the table (``print`` by default); None only returns it.
         """
         rows = [("Layer (type)", "Output shape", "Param #")]
-        shape = self.config.input_shape
+        shape: tuple[int, ...] = self.config.input_shape
         rows.append(("input", str((None, *shape)), ""))
         for name, layer in self.named_layers():
             shape = layer.output_shape(shape)

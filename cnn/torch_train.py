@@ -92,14 +92,15 @@ def make_torch_optimizer(
     to the config's 0.0, not torch's 1e-2). Validation is the NumPy factory's, so an invalid config raises
     the same :class:`ConfigError` in both frameworks.
     """
-    from cnn.optimizers import make_optimizer
+    from cnn.optimizers import SGD, Adam, make_optimizer
 
     ref = make_optimizer(name, [(np.zeros(1), np.zeros(1))], lr=lr, **kwargs)  # validates, fills defaults
     params = list(params)
-    if name == "sgd":
+    if isinstance(ref, SGD):
         return torch.optim.SGD(
             params, lr=float(lr), momentum=ref.momentum, nesterov=ref.nesterov, weight_decay=ref.weight_decay
         )
+    assert isinstance(ref, Adam)  # AdamW is an Adam
     cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
     return cls(params, lr=float(lr), betas=ref.betas, eps=ref.eps, weight_decay=ref.weight_decay)
 
@@ -165,11 +166,11 @@ def make_torch_scheduler(name: str | None, optimizer: torch.optim.Optimizer, **k
     elif isinstance(main_ref, S.ReduceLROnPlateau):
         main = lrs.ReduceLROnPlateau(
             optimizer,
-            mode=main_ref.mode,
+            mode=main_ref.mode,  # type: ignore[arg-type]  # checked by cnn.schedulers: 'min' or 'max'
             factor=main_ref.factor,
             patience=main_ref.patience,
             threshold=main_ref.threshold,
-            threshold_mode=main_ref.threshold_mode,
+            threshold_mode=main_ref.threshold_mode,  # type: ignore[arg-type]  # 'rel' or 'abs'
             cooldown=main_ref.cooldown,
             min_lr=main_ref.min_lr,
             eps=main_ref.eps,
@@ -235,7 +236,8 @@ class TorchTrainer:
             self.amp = False
         self.seed = int(seed)
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=self.memory_format)
+        # torch's stub of Module.to lacks memory_format, which Module.to accepts.
+        self.model = model.to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
         self.compile = bool(compile)
         self._forward: Callable[[torch.Tensor], torch.Tensor] = (
             torch.compile(self.model) if self.compile else self.model

@@ -570,6 +570,7 @@ def run_training(
                     loss_sum, correct, seen, elapsed = 0.0, 0, 0, 0.0
                 t0 = time.perf_counter()
                 for b in range(start_batch, num_batches):
+                    rows: slice | np.ndarray
                     if order is None:  # contiguous; the last batch runs to the end, as in batch_order
                         rows = slice(b * batch_size, n if b + 1 == num_batches else (b + 1) * batch_size)
                     else:
@@ -578,7 +579,7 @@ def run_training(
                     if not math.isfinite(batch_loss):
                         bar.abandon()
                         check_finite_loss(batch_loss, epoch, b + 1, num_batches, target.lr)
-                    m = len(rows) if order is not None else len(range(n)[rows])
+                    m = len(range(n)[rows]) if isinstance(rows, slice) else len(rows)
                     loss_sum += batch_loss * m
                     correct += batch_correct
                     seen += m

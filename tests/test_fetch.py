@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from cnn.data import (
     FASHION_MNIST,
@@ -41,7 +42,7 @@ from cnn.data import (
 )
 from cnn.data.fetch import install_verified
 from cnn.errors import ConfigError, DataError
-from tests.test_data_preprocess import make_raw, spec_for, write_raw
+from tests.helpers.raw_data import make_raw, spec_for, write_raw
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_TRAIN_HISTOGRAM = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -353,8 +354,10 @@ def run_stage(stage: str, params: Path, env: dict[str, str] | None = None) -> su
 
 
 def write_params(path: Path, **data: object) -> Path:
-    """A params file with only a ``data`` group; the stages fill every other key with its default."""
-    path.write_text(json.dumps({"data": data}))  # JSON is YAML
+    """The repository's params.yaml with ``data`` keys replaced."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(data)
+    path.write_text(json.dumps(params))  # JSON is YAML
     return path
 
 

@@ -1,6 +1,6 @@
 """The Model Registry: each evaluated model becomes a version; ``champion`` moves only to a better one.
 
-Real MLflow on a SQLite store in ``tmp_path``, real logged models (tiny NumPy CNNs, ``cnn.pipeline.serving``).
+Real MLflow on a SQLite store in ``tmp_path``, real logged models (tiny NumPy CNNs, logged as in training).
 The accuracies are given, as the evaluate stage gives them, except where the champion must be re-evaluated
 on other test images: there its real accuracy on those images is what the challenger is compared with.
 """
@@ -17,7 +17,7 @@ import mlflow
 from cnn.errors import TrackingError
 from cnn.model import CNN
 from cnn.pipeline import registry
-from cnn.pipeline.serving import InputSpec, log_numpy_model
+from cnn.pipeline.logged_models import InputSpec, log_numpy_model
 
 SPEC = InputSpec("numpy", (1, 28, 28), 0.1307, 0.3081, 10)
 TINY_ARCH = {"conv_channels": ((4,), (8,)), "dense_units": (16,)}

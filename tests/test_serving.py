@@ -1,6 +1,6 @@
 """The logged models take what a user has -- raw MNIST pixels -- and the served champion answers over HTTP.
 
-- :func:`cnn.pipeline.serving.prepare_images`: uint8 0-255 or float 0-1, ``(N, 28, 28)`` or
+- :func:`cnn.pipeline.logged_models.prepare_images`: uint8 0-255 or float 0-1, ``(N, 28, 28)`` or
   ``(N, 1, 28, 28)``, normalised exactly as the preprocess stage does; anything else refused in one line;
 - the logged NumPy and torch models (``mlflow.pyfunc.load_model``) return the model's logits for raw
   images, record an output signature, a raw input example and their normalisation, and load without
@@ -34,7 +34,7 @@ import mlflow
 from cnn.data.preprocess import normalize_images
 from cnn.errors import DataError
 from cnn.model import CNN
-from cnn.pipeline.serving import InputSpec, log_numpy_model, log_torch_model, prepare_images, raw_pixels
+from cnn.pipeline.logged_models import InputSpec, log_numpy_model, log_torch_model, prepare_images, raw_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -200,7 +200,9 @@ def test_logged_model_records_its_output_signature_a_raw_input_example_and_its_n
     meta = mlflow.models.get_model_info(info.model_uri)
     (output,) = meta.signature.outputs.to_dict()
     assert output["tensor-spec"] == {"dtype": "float32", "shape": (-1, 10)}
-    assert meta.signature.inputs is None  # four accepted forms: no single tensor schema (see serving.py)
+    assert (
+        meta.signature.inputs is None
+    )  # four accepted forms: no single tensor schema (see logged_models.py)
     assert "uint8 pixels 0-255 or float 0-1, shape (N, 28, 28) or (N, 1, 28, 28)" in meta.metadata["input"]
     local = Path(mlflow.artifacts.download_artifacts(info.model_uri))
     example = np.asarray(json.loads((local / meta.saved_input_example_info["artifact_path"]).read_text()))

@@ -3,7 +3,7 @@
 For each framework the evaluate stage calls :func:`register_and_promote` with the training run and the
 test accuracy it measured:
 
-1. the run's logged model (``<run>/model``, :mod:`cnn.pipeline.serving`) becomes a version of the
+1. the run's logged model (``<run>/model``, :mod:`cnn.pipeline.logged_models`) becomes a version of the
    registered model ``cnn-numpy`` / ``cnn-torch`` (created on first use); evaluating the same run again
    reuses its version instead of adding one;
 2. the version gets the tags ``test_accuracy``, ``test_images`` and ``test_split_digest`` (SHA-256 of the
@@ -29,6 +29,15 @@ from typing import Any
 import numpy as np
 
 from cnn.errors import TrackingError
+
+__all__ = [
+    "CHAMPION_ALIAS",
+    "REGISTERED_MODELS",
+    "Promotion",
+    "TestSplit",
+    "register_and_promote",
+    "register_evaluated",
+]
 
 log = logging.getLogger(__name__)
 

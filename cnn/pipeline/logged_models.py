@@ -1,4 +1,4 @@
-"""The logged MLflow models: raw images in, logits out, for both frameworks.
+"""Trained models as MLflow models, for both frameworks: raw images in, logits out.
 
 What a user has is raw MNIST: ``uint8`` pixels 0-255 (the IDX files, ``torchvision``'s ``.data``) or float
 intensities 0-1, one image ``(H, W)`` or ``(C, H, W)`` each. The networks were trained on the preprocess
@@ -46,8 +46,18 @@ import numpy as np
 from mlflow.pyfunc import PythonModel
 
 from cnn.errors import DataError
+from cnn.pipeline.tracking import MODEL_ARTIFACT_NAME, numpy_logits
 
-MODEL_ARTIFACT_NAME = "model"
+__all__ = [
+    "ImageClassifier",
+    "InputSpec",
+    "log_numpy_model",
+    "log_torch_model",
+    "prepare_images",
+    "raw_pixels",
+    "spec_for",
+]
+
 INPUT_SPEC_FILE = "input_spec.json"
 ENTRY_FILE = "image_classifier.py"
 WEIGHT_FILES = {"numpy": "model.npz", "torch": "model.pt2"}
@@ -55,14 +65,14 @@ PIXEL_MAX = 255
 
 # The models-from-code entry file logged with every model: MLflow executes it on load (instead of
 # unpickling an object); it imports the bundled cnn package.
-_ENTRY_CODE = '''"""MLflow pyfunc entry point of a cnn image classifier (cnn.pipeline.serving).
+_ENTRY_CODE = '''"""MLflow pyfunc entry point of a cnn image classifier (cnn.pipeline.logged_models).
 
 predict(images): uint8 0-255 or float 0-1, (N, H, W) or (N, C, H, W) -> float32 logits (N, num_classes).
 """
 
 import mlflow
 
-from cnn.pipeline.serving import ImageClassifier
+from cnn.pipeline.logged_models import ImageClassifier
 
 mlflow.models.set_model(ImageClassifier())
 '''
@@ -195,23 +205,6 @@ def raw_pixels(x: np.ndarray, mean: float, std: float) -> np.ndarray:
     return pixels[:, 0] if pixels.ndim == 4 and pixels.shape[1] == 1 else pixels
 
 
-def numpy_logits(model: Any, x: Any, batch_size: int = 256) -> np.ndarray:
-    """Eval-mode logits of a NumPy ``CNN``: x (N, C, H, W) -> float32 (N, num_classes), in batches.
-
-    The model's train/eval mode is restored.
-    """
-    x = np.asarray(x)
-    was_training = model.training
-    model.eval()
-    try:
-        chunks = [model.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
-    if not chunks:
-        return np.zeros((0, model.config.num_classes), dtype=np.float32)
-    return np.concatenate(chunks).astype(np.float32, copy=False)
-
-
 # ------------------------------------------------------------------------------------------------ the pyfunc
 class ImageClassifier(PythonModel):
     """The pyfunc model: ``predict(images)`` -> float32 logits ``(N, num_classes)`` (see the module doc).
@@ -219,6 +212,9 @@ class ImageClassifier(PythonModel):
     ``load_context`` reads ``input_spec.json`` and the weights; ``predict`` checks and normalises the
     images (:func:`prepare_images`) and runs the eval-mode forward pass on the CPU.
     """
+
+    model: Any  # cnn.CNN, or the torch.export program's module
+    dtype: Any  # the torch module's parameter dtype
 
     def load_context(self, context: Any) -> None:
         self.spec = InputSpec.read(context.artifacts["input_spec"])
@@ -359,6 +355,8 @@ def _requirements(*packages: str) -> list[str]:
 
 def spec_for(cfg: Mapping[str, Any], framework: str) -> InputSpec:
     """The :class:`InputSpec` of a model trained from ``cfg`` (``data.processed_dir``, ``model``)."""
+    from cnn.pipeline.paths import PipelinePaths
+
     model = cfg["model"]
-    stats = Path(cfg["data"]["processed_dir"]) / "stats.json"
+    stats = PipelinePaths.from_config(cfg).stats
     return InputSpec.from_stats(stats, framework, model["input_shape"], model["num_classes"])
