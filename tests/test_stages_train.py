@@ -146,6 +146,8 @@ def test_the_logged_numpy_model_predicts_like_the_saved_one(workdir):
 def test_mlflow_holds_the_metrics_files_numbers_under_the_same_names_and_the_datasets_trained_on(workdir):
     import mlflow
 
+    from cnn.pipeline.tracking import experiment_url
+
     result = run_train_stage("numpy", tiny_params(workdir))
     metrics = json.loads((workdir / "metrics" / "train_numpy.json").read_text())
     client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
@@ -166,6 +168,11 @@ def test_mlflow_holds_the_metrics_files_numbers_under_the_same_names_and_the_dat
 
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # make ui prints this address: MLflow 3.17 opens it on the training runs, not on its GenAI overview
+    url = experiment_url("http://127.0.0.1:5000", f"sqlite:///{workdir / 'mlflow.db'}")
+    assert (
+        url == f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}?workflowType=machine_learning"
+    )
 
 
 def test_train_from_config_without_tracking_writes_only_the_model(workdir):
