@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
@@ -326,6 +327,25 @@ def served_champion(tmp_path_factory, tmp_path, monkeypatch):
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         log.close()
+
+
+def test_make_serve_is_this_command_on_loopback_from_the_projects_environment():
+    """``make serve`` runs what the test below runs (a dry run: -o keeps make from installing .venv)."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make not installed")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    dry = subprocess.run(
+        [make, "-n", "-o", ".venv/.installed", "serve", "SERVE_PORT=5123"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    command = " ".join(dry.stdout.replace("\\\n", " ").split())
+    assert f'PATH="{ROOT}/.venv/bin:$PATH"' in command  # MLflow starts the server as `uvicorn`
+    assert f'MLFLOW_TRACKING_URI="${{MLFLOW_TRACKING_URI:-sqlite:///{ROOT}/mlflow.db}}"' in command
+    assert (
+        '.venv/bin/mlflow models serve -m "models:/cnn-numpy@champion" --env-manager local '
+        "--host 127.0.0.1 --port 5123"
+    ) in command
 
 
 @pytest.mark.slow
