@@ -19,13 +19,14 @@ Both frameworks are logged the same way, as a *models-from-code* pyfunc (no clou
 
     input_spec.json   framework, input shape, mean and std of the training pixels, class count
     model.npz         NumPy: the weights, loaded by ``cnn.CNN.load`` (no pickle)
-    model.pt2         torch: a ``torch.export`` program (plain tensors are stored raw: no pickle on load)
+    model.pt2         torch: a ``torch.export`` program saved without its example inputs (the one part
+                      ``torch.export.save`` pickles); its tensors are stored raw: no pickle on load
 
 and the ``cnn`` package is bundled with the model (``code_paths``), so it loads wherever numpy and mlflow
 (and torch, for the torch model) are installed. The signature records the output (float32 logits
 ``(-1, num_classes)``); the accepted inputs are the four forms above, which one tensor schema cannot
 express (MLflow enforces a schema's dtype and rank exactly), so they are described in the model's
-metadata (``metadata.input``) and the input example is raw ``uint8`` ``(N, H, W)`` test-like images.
+metadata (``metadata.input``) and the input example is five raw ``uint8`` ``(N, H, W)`` training images.
 
 ``import cnn`` does not import this module (it imports mlflow); torch is imported where used.
 """
@@ -45,6 +46,7 @@ from typing import Any
 import numpy as np
 from mlflow.pyfunc import PythonModel
 
+from cnn.data.preprocess import normalize_images
 from cnn.errors import DataError
 from cnn.pipeline.tracking import MODEL_ARTIFACT_NAME, numpy_logits
 
@@ -171,10 +173,9 @@ def prepare_images(images: Any, spec: InputSpec) -> np.ndarray:
     if np.issubdtype(x.dtype, np.integer):
         if lo < 0 or hi > PIXEL_MAX:
             raise DataError(f"model input: integer pixels must lie in 0..{PIXEL_MAX}, found {lo}..{hi}")
-        table = ((np.arange(PIXEL_MAX + 1, dtype=np.float64) / PIXEL_MAX - spec.mean) / spec.std).astype(
-            np.float32
-        )
-        return table[x.astype(np.intp, copy=False)]
+        n = len(x)  # one lookup table for both: the preprocess stage's
+        pixels = x.reshape(n * c, h, w).astype(np.intp, copy=False)
+        return normalize_images(pixels, spec.mean, spec.std).reshape(n, c, h, w)
     if not np.isfinite(lo) or not np.isfinite(hi):
         raise DataError("model input: found NaN or infinite pixels; expected float intensities in [0, 1]")
     if lo < 0 or hi > 1:
