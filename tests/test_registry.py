@@ -50,7 +50,7 @@ def test_the_first_evaluated_model_becomes_champion_and_says_why(client):
     assert (p.name, p.version, p.champion, p.promoted) == ("cnn-numpy", "1", "1", True)
     version = client.get_model_version_by_alias("cnn-numpy", "champion")
     assert str(version.version) == "1" and version.run_id == run_id
-    assert version.tags["test_accuracy"] == "0.910000" and version.tags["test_images"] == "40"
+    assert version.tags["test_accuracy"] == "0.91" and version.tags["test_images"] == "40"
     assert (
         version.tags["champion_decision"]
         == "promoted to champion: first version of cnn-numpy; test_accuracy 0.9100"
@@ -82,6 +82,13 @@ def test_champion_moves_only_to_a_version_with_strictly_higher_test_accuracy(cli
     assert client.get_registered_model("cnn-numpy").tags["champion_reason"] == (
         "version 4: test_accuracy 0.9500 > 0.9000 of version 1 (same test split, 40 test images)"
     )
+
+
+def test_an_equal_accuracy_is_a_tie_whatever_its_decimal_expansion(client):
+    test = split(n=30)
+    registry.register_and_promote(client, "numpy", trained_run(0), 10 / 30, test)
+    tie = registry.register_and_promote(client, "numpy", trained_run(1), 10 / 30, test)
+    assert not tie.promoted and tie.champion == "1"
 
 
 def test_evaluating_the_same_run_again_reuses_its_version(client):

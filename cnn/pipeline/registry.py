@@ -113,7 +113,7 @@ def register_and_promote(
     version = _version_of_run(client, name, run_id)
     digest = split.digest
     for key, value in (
-        ("test_accuracy", f"{test_accuracy:.6f}"),
+        ("test_accuracy", repr(float(test_accuracy))),  # round-trips exactly: a tie stays a tie
         ("test_images", str(len(split.labels))),
         ("test_split_digest", digest),
     ):
