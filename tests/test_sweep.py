@@ -27,7 +27,8 @@ MNIST_RAW = ROOT / "data" / "raw" / "mnist"
 def write_tiny_splits(processed: Path) -> None:
     """Tiny synthetic splits whose stats.json says what they are: 64/30/30 images, seed 0 (= ``TINY``)."""
     write_processed_splits(processed)
-    stats = {
+    stats = json.loads((processed / "stats.json").read_text())  # mean, std: what the logged models apply
+    stats |= {
         "dataset": "mnist",
         "seed": 0,
         "sizes": {"train": 64, "val": 30, "test": 30},
