@@ -403,8 +403,8 @@ def check_weights_fit(
                 continue
             if key not in shapes:
                 raise CheckpointError(
-                    f"{path}: the config describes a {spec.kind} layer '{part}.{i}' of weight shape {want}, "
-                    f"but the checkpoint holds no '{key}'"
+                    f"{path}: missing key '{key}': the config describes a {spec.kind} layer '{part}.{i}' of "
+                    f"weight shape {want}, but the checkpoint holds no such array"
                 )
             if tuple(shapes[key]) != want:
                 raise CheckpointError(

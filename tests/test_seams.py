@@ -518,7 +518,7 @@ def _inflate_config(path: Path, **claims: object) -> None:
     ("claims", "message"),
     [
         ({"conv_channels": [[4096, 4096]]}, "config says (4096, 1, 3, 3)"),
-        ({"conv_channels": [[4], [4096]]}, "holds no 'features"),
+        ({"conv_channels": [[4], [4096]]}, "missing key 'features."),
         ({"dense_units": [1 << 20]}, "config says (1048576, "),
         ({"input_shape": [1, 20000, 20000]}, "config says"),
     ],
@@ -538,7 +538,7 @@ def test_numpy_model_checkpoint_claiming_a_larger_network_is_refused_before_buil
     ("claims", "message"),
     [
         ({"conv_channels": [[4096, 4096]]}, "config says (4096, 1, 3, 3)"),
-        ({"conv_channels": [[4], [4096]]}, "holds no 'features"),
+        ({"conv_channels": [[4], [4096]]}, "missing key 'features."),
         ({"input_shape": [1, 20000, 20000]}, "config says"),
     ],
     ids=["wider-convs", "extra-conv-block", "huge-input"],
