@@ -7,11 +7,12 @@ both memory formats (``contiguous`` NCHW and ``channels_last`` NHWC), which is h
 ``channels_last`` default was chosen.
 
 Each cell: one warm-up call, then repeated calls until ``--min-time`` seconds have passed; the figure is
-images / elapsed seconds. One run prints a table (and the machine); ``--json`` prints JSON instead::
+images / elapsed seconds. One run prints a table (and the machine); ``--json`` prints JSON instead. Run it
+as a module from the repository root::
 
-    .venv/bin/python benchmarks/inference.py                       # table
-    .venv/bin/python benchmarks/inference.py --json > inference.json
-    .venv/bin/python benchmarks/inference.py --batches 1 64 --min-time 0.5 --threads 2
+    .venv/bin/python -m benchmarks.inference                       # table
+    .venv/bin/python -m benchmarks.inference --json > inference.json
+    .venv/bin/python -m benchmarks.inference --batches 1 64 --min-time 0.5 --threads 2
 """
 
 from __future__ import annotations
@@ -23,12 +24,9 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from cnn.blas import openblas_kernels
 from cnn.model import CNN
@@ -134,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None and env != dict(os.environ):
         # NumPy is loaded already (this module imports it first): start again with the OpenBLAS kernels
         # that ``import cnn`` picks for this CPU, as the library's users get them (see cnn.blas).
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+        # Started as ``python -m benchmarks.inference``: start again the same way (sys.argv[0] is the file).
+        command = ["-m", __spec__.name] if __spec__ is not None else [sys.argv[0]]
+        os.execve(sys.executable, [sys.executable, *command, *sys.argv[1:]], env)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1000], help="batch sizes")
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per cell")
