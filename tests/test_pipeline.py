@@ -219,3 +219,23 @@ def test_exp_run_with_a_new_learning_rate_retrains_both_frameworks(repo, env, fi
 
     shown = json.loads(_run([str(VENV_BIN / "dvc"), "exp", "show", "--json"], repo, env).stdout)
     assert str(NEW_LR) in json.dumps(shown)
+
+
+def test_editing_a_kernel_the_plot_stage_runs_makes_dvc_see_the_plot_stage_changed(repo, env, first_repro):
+    """The plot stage runs the NumPy model (feature maps): a kernel edit must re-run it (stage deps)."""
+    from tests.test_stage_deps import import_closure
+
+    kernels = [
+        k for k in sorted((ROOT / "cnn" / "kernels").glob("*.py")) if k in import_closure("stages.plot")
+    ]
+    assert kernels, "the plot stage imports no module of cnn/kernels/"
+    edited = repo / kernels[-1].relative_to(ROOT)
+    original = edited.read_bytes()
+    status = [str(VENV_BIN / "dvc"), "status", "--json"]
+    try:
+        assert json.loads(_run(status, repo, env).stdout or "{}").get("plot") is None
+        edited.write_bytes(original + b"\n# an edit DVC must notice\n")
+        changed = json.loads(_run(status, repo, env).stdout)
+        assert "plot" in changed, f"dvc status after editing {edited.relative_to(repo)}: {changed}"
+    finally:
+        edited.write_bytes(original)

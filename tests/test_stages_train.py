@@ -243,7 +243,7 @@ def test_a_bug_is_not_hidden_behind_a_one_line_error():
     [
         (
             "optimizer.name: adamx",
-            "optimizer.name = 'adamx' is not allowed; expected one of adam, sgd, adamw",
+            "optimizer.name = 'adamx' is not allowed; expected one of adam, adamw, sgd",
         ),
         ("scheduler.name: linear", "scheduler.name = 'linear' is not allowed; expected one of none, step"),
         ("optimizer.lr: 0", "optimizer.lr = 0.0 is not allowed; expected a number > 0"),

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from cnn.errors import TrackingError
-from cnn.pipeline import tracking
+from cnn.pipeline import logged_models, tracking
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -198,7 +198,7 @@ def test_torch_model_loads_back_as_pyfunc_returning_its_logits_for_any_batch_siz
     model = TorchCNN(**TINY_ARCH, seed=1)
     model.train()  # logged in eval mode whatever the mode it is in
     with tracking.start_training_run(cfg, "torch"):
-        info = tracking.log_torch_model(model, images(3))
+        info = logged_models.log_torch_model(model, images(3))
     assert model.training, "logging must not change the caller's model mode"
     x = images(7, seed=2)
     predicted = mlflow.pyfunc.load_model(info.model_uri).predict(x)
@@ -216,7 +216,7 @@ def test_numpy_model_loads_back_as_pyfunc_returning_its_logits(cfg):
 
     model = CNN(**TINY_ARCH, seed=3)
     with tracking.start_training_run(cfg, "numpy") as run:
-        info = tracking.log_numpy_model(model, images(4))
+        info = logged_models.log_numpy_model(model, images(4))
     x = images(9, seed=4)
     expected = model.eval().forward(x)
     for uri in (info.model_uri, f"runs:/{run.info.run_id}/model"):
@@ -232,9 +232,9 @@ def test_numpy_and_torch_twins_logged_with_the_same_weights_predict_the_same_log
 
     numpy_model = CNN(**TINY_ARCH, seed=5)
     with tracking.start_training_run(cfg, "numpy"):
-        numpy_info = tracking.log_numpy_model(numpy_model, images(2))
+        numpy_info = logged_models.log_numpy_model(numpy_model, images(2))
     with tracking.start_training_run(cfg, "torch"):
-        torch_info = tracking.log_torch_model(to_torch(numpy_model), images(2))
+        torch_info = logged_models.log_torch_model(to_torch(numpy_model), images(2))
     x = images(6, seed=6)
     a = mlflow.pyfunc.load_model(numpy_info.model_uri).predict(x)
     b = mlflow.pyfunc.load_model(torch_info.model_uri).predict(x)
