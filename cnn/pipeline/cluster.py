@@ -126,6 +126,13 @@ def _run_job_on_node(
                 os.environ[key] = value
 
 
+def _plain_dict(node: DictConfig | None) -> dict[str, Any]:
+    """A config node as a plain dict (empty for None)."""
+    if node is None:
+        return {}
+    return {str(key): value for key, value in (OmegaConf.to_container(node, resolve=True) or {}).items()}  # type: ignore[union-attr]
+
+
 def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     """Run one batch of sweep jobs on the cluster (``RayClusterLauncher.launch``); see the module docstring.
 
@@ -137,11 +144,11 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     config, hydra_context = launcher.config, launcher.hydra_context
     assert config is not None and hydra_context is not None and launcher.task_function is not None
     setup_globals()
-    init = OmegaConf.to_container(launcher.ray_cfg.init, resolve=True) or {}
+    init = _plain_dict(launcher.ray_cfg.init)
     init.pop("object_store_memory", None)  # only for starting a cluster; joining one refuses it
     init["address"] = cluster_address(init)
     try:
-        start_ray(OmegaConf.create(init))
+        start_ray(DictConfig(init))
     except ConnectionError as err:
         raise RayJobError(
             f"ray: no Ray cluster at {init['address']} ({' '.join(str(err).split())[:200]}); start one "
@@ -149,9 +156,9 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
         ) from None
     sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    remote = OmegaConf.to_container(launcher.ray_cfg.remote, resolve=True) or {}
+    remote = _plain_dict(launcher.ray_cfg.remote)
     num_cpus = int(remote.pop("num_cpus", 1) or 1)
-    data_cfg = OmegaConf.to_container(launcher.data_cfg, resolve=True) if launcher.data_cfg else {}
+    data_cfg = _plain_dict(launcher.data_cfg)
     env = job_env(config)
     log.info("Ray: %d jobs on %s, sweep dir %s", len(job_overrides), init["address"], sweep_dir)
 

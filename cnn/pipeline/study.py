@@ -84,7 +84,7 @@ def _prepare_schema(url: str) -> None:
                 config = alembic.config.Config(str(folder / "alembic.ini"))
                 config.set_main_option("script_location", str(folder / "alembic").replace("%", "%%"))
                 script = alembic.script.ScriptDirectory.from_config(config)
-                context.stamp(script, script.get_current_head())
+                context.stamp(script, script.get_current_head() or "heads")
     finally:
         engine.dispose()
 
@@ -194,13 +194,14 @@ def finish_parent_run(study: SharedStudy, run_id: str, uri: str, status: str) ->
             + f", {len(running)} still running in other processes; parent {parent.info.run_name} stays open"
         )
     counts = {"optuna_trials_complete": len(complete), "optuna_trials_failed": len(failed)}
-    for key, value in counts.items():
-        client.set_tag(run_id, key, str(value))
+    for key, count in counts.items():
+        client.set_tag(run_id, key, str(count))
     if complete:
         best = loaded.best_trial
         stamp = int(best.datetime_complete.timestamp() * 1000) if best.datetime_complete else 0
         # Fixed timestamp and step: a second process recording the same final state adds nothing.
-        client.log_metric(run_id, f"best_{OBJECTIVE}", float(best.value), timestamp=stamp, step=len(complete))
+        value = float(best.value if best.value is not None else "nan")
+        client.log_metric(run_id, f"best_{OBJECTIVE}", value, timestamp=stamp, step=len(complete))
         client.set_tag(run_id, "optuna_best_trial", str(best.number))
         client.set_tag(run_id, "optuna_best_params", json.dumps(best.params, sort_keys=True)[:5000])
         children = client.search_runs(
@@ -212,6 +213,6 @@ def finish_parent_run(study: SharedStudy, run_id: str, uri: str, status: str) ->
         if children:
             client.set_tag(run_id, "best_run_id", children[0].info.run_id)
             client.set_tag(run_id, "best_run_name", children[0].info.run_name)
-        summary += f"; best {OBJECTIVE} {best.value:.4f} (trial {best.number}, {best.params})"
+        summary += f"; best {OBJECTIVE} {value:.4f} (trial {best.number}, {best.params})"
     client.set_terminated(run_id, status=status)
     return summary + f"; parent {parent.info.run_name} ({run_id}) {status.lower()}"
