@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,7 +52,7 @@ RUN_CONTEXT_ENV = "MLFLOW_RUN_CONTEXT"  # MLflow adds this JSON object's items a
 # What a job inherits from the process that launched the sweep (Ray workers are not its children).
 FORWARDED_ENV = ("CNN_MLFLOW_PARENT_RUN_ID", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_ROOT")
 THREADS_KEYS = ("train.threads", "+train.threads", "++train.threads")
-PROCESSED_KEYS = ("data.processed_dir", "+data.processed_dir", "++data.processed_dir")
+CANCEL_WAIT_S = 30.0  # after Ctrl-C: how long interrupted jobs get to end their own runs
 
 
 class RayJobError(CNNError):
@@ -111,6 +112,11 @@ def _run_job_on_node(
     os.environ.update(env)
     os.environ[RUN_CONTEXT_ENV] = json.dumps(tags)
     try:
+        # A retried task (remote.max_retries > 0) has the same task id: end the dead attempt's run.
+        try:
+            end_runs_of_dead_tasks([tags["ray.task_id"]], env["MLFLOW_TRACKING_URI"])
+        except TrackingError as err:
+            print(f"sweep: warning: {err}", file=sys.stderr, flush=True)
         if splits is not None:
             from cnn.pipeline.splits import stage_splits
 
@@ -232,8 +238,15 @@ def _collect(refs: list[Any], jobs: list[tuple[int, list[str], DictConfig]], uri
     import ray
 
     pending = list(refs)
-    while pending:
-        _, pending = ray.wait(pending, num_returns=len(pending), timeout=None)
+    try:
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=None)
+    except KeyboardInterrupt:  # Ctrl-C: interrupt the running jobs (they end their runs KILLED) first
+        for ref in pending:
+            ray.cancel(ref)
+        ray.wait(pending, num_returns=len(pending), timeout=CANCEL_WAIT_S)
+        end_runs_of_dead_tasks([ref.task_id().hex() for ref in pending], uri)
+        raise
     results: list[JobReturn] = []
     dead: list[str] = []
     for ref, (idx, overrides, sweep_config) in zip(refs, jobs):
