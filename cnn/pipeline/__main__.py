@@ -1,9 +1,12 @@
-"""``python -m cnn.pipeline compose [OVERRIDE ...]``: write ``params.yaml`` from ``conf/``."""
+"""``python -m cnn.pipeline compose [OVERRIDE ...]``: write ``params.yaml`` from ``conf/``.
+
+Also records which ``conf/`` it came from (``params.conf.json``, :mod:`cnn.pipeline.composition`), so
+the ``compose`` stage of ``dvc repro`` keeps these overrides until ``conf/`` changes."""
 
 from __future__ import annotations
 
 from cnn.errors import ConfigError
-from cnn.pipeline.params import compose_params
+from cnn.pipeline.composition import compose_and_record
 from cnn.pipeline.paths import CONFIG_DIR
 from cnn.pipeline.stage import stage_main
 
@@ -13,7 +16,7 @@ def _compose_main(argv: list[str]) -> None:
     if not argv or argv[0] != "compose":
         raise ConfigError("usage: python -m cnn.pipeline compose [OVERRIDE ...]  (e.g. experiment=smoke)")
     overrides = argv[1:]
-    cfg = compose_params(overrides)
+    cfg = compose_and_record(overrides)
     extra = f" with {' '.join(overrides)}" if overrides else ""
     print(
         f"params.yaml composed from {CONFIG_DIR}/{extra}: {cfg['data']['name']} "

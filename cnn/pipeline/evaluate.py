@@ -12,9 +12,10 @@ the inference throughput. It reads::
 and writes::
 
     metrics/evaluate.json         per framework: test_accuracy, test_loss, misclassified, macro/weighted
-                                  P/R/F1, per_class P/R/F1/support, inference_images_per_sec (and the
-                                  inference_batch_size it was measured at), the training numbers; plus
-                                  "agreement" between the two models
+                                  P/R/F1, inference_images_per_sec (and the inference_batch_size it was
+                                  measured at), the training numbers; plus "agreement" between the models
+    reports/per_class.json        per framework: {"0": {precision, recall, f1, support}, ...} (not a DVC
+                                  metric: it would make `dvc exp show` unreadable)
     plots/confusion_<fw>.json     [{"actual": 7, "predicted": 7}, ...] one row per test image (DVC
                                   ``confusion`` template, x: actual, y: predicted)
     reports/predictions.npz       y (N,), <fw>_proba (N, K) float32: what the figures are drawn from
@@ -35,7 +36,7 @@ import os
 import platform
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -197,14 +198,22 @@ class Evaluation:
     Attributes:
         metrics: the content of ``metrics/evaluate.json``.
         context: ``{"dataset": {...}, "machine": {...}}``, the non-metric facts the report also shows.
+        per_class: the content of ``reports/per_class.json``, ``{fw: {"0": {precision, recall, f1,
+            support}, ...}}``: not a DVC metric (40 numbers per framework would flood ``dvc exp show``).
     """
 
     metrics: dict[str, Any]
     context: dict[str, Any]
+    per_class: dict[str, Any] = field(default_factory=dict)
 
     def report_input(self) -> dict[str, Any]:
-        """``metrics`` and ``context`` merged: the input of :func:`cnn.pipeline.report.render_comparison`."""
-        return {**self.metrics, **self.context}
+        """``metrics`` (each framework's with its ``per_class``) and ``context`` merged: the input of
+        :func:`cnn.pipeline.report.render_comparison`."""
+        merged = {
+            key: {**value, "per_class": self.per_class[key]} if key in self.per_class else value
+            for key, value in self.metrics.items()
+        }
+        return {**merged, **self.context}
 
 
 def evaluate(
@@ -296,7 +305,11 @@ def evaluate(
         )
     results["test_images"] = len(y)
 
+    # Per-class scores (40 numbers per framework) in their own file: as DVC metrics they made
+    # `dvc exp show` some 200 columns wide.
+    per_class = {fw: results[fw].pop("per_class") for fw in preds}
     write_json(paths.evaluate_metrics, results)
+    write_json(paths.per_class, per_class)
     for fw, p in preds.items():
         rows = [{"actual": int(a), "predicted": int(b)} for a, b in zip(y, p)]
         write_json(paths.confusion(fw), rows, indent=None)
@@ -311,7 +324,7 @@ def evaluate(
         },
         "machine": {**machine_info(next(iter(threads.values()), None)), "torch_device": devices.get("torch")},
     }
-    evaluation = Evaluation(metrics=results, context=context)
+    evaluation = Evaluation(metrics=results, context=context, per_class=per_class)
     write_text(paths.comparison, render_comparison(evaluation.report_input()))
 
     if track:

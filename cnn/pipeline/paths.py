@@ -11,7 +11,7 @@ Layout (relative to the repository root by default)::
     <models_dir>/<fw>/<model_files[fw]>, <run_pointer>  trained models and their MLflow runs
     <metrics_dir>/<train_metrics[fw]>, <evaluate_metrics>
     <plots_dir>/<history[fw]>, <confusion[fw]>          DVC plot data
-    <reports_dir>/<predictions>, <disagreements>, <comparison>, <figures_dir>/<figure>.png
+    <reports_dir>/<predictions>, <disagreements>, <comparison>, <per_class>, <figures_dir>/<figure>.png
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ class PipelinePaths:
     predictions_name: str = field(default_factory=lambda: default_paths()["predictions"])
     disagreements_name: str = field(default_factory=lambda: default_paths()["disagreements"])
     comparison_name: str = field(default_factory=lambda: default_paths()["comparison"])
+    per_class_name: str = field(default_factory=lambda: default_paths()["per_class"])
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -101,6 +102,7 @@ class PipelinePaths:
             predictions_name=p["predictions"],
             disagreements_name=p["disagreements"],
             comparison_name=p["comparison"],
+            per_class_name=p["per_class"],
         )
 
     @property
@@ -141,6 +143,10 @@ class PipelinePaths:
     @property
     def comparison(self) -> Path:
         return self.reports_dir / self.comparison_name
+
+    @property
+    def per_class(self) -> Path:
+        return self.reports_dir / self.per_class_name
 
     @property
     def figures_dir(self) -> Path:

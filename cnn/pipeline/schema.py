@@ -209,6 +209,8 @@ class PathsConfig:
     predictions: str = MISSING
     disagreements: str = MISSING
     comparison: str = MISSING
+    per_class: str = MISSING
+    experiment_runs: str = MISSING
     figures_dir: str = MISSING
 
 
