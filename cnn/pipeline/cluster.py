@@ -22,9 +22,14 @@ what a shared cluster needs around them:
   copy already has the same digests uses it as is;
 - **failures are reported, finished jobs kept**: the launcher waits for every job, even after one
   failed; a job whose worker died (killed, out of memory, node lost) is reported as a failed job (one
-  line naming it, its node and the cause) and its MLflow run, left RUNNING by the dead process, is
-  ended KILLED. The other jobs' runs are FINISHED and stay. ``remote.max_retries`` (0 in the preset)
-  lets Ray re-run a job whose worker died instead.
+  line naming the job, its overrides and Ray's error) and its MLflow run, left RUNNING by the dead
+  process, is ended KILLED. The other jobs' runs are FINISHED and stay. ``remote.max_retries`` (0 in
+  the preset) lets Ray re-run a job whose worker died instead; the retry ends the dead attempt's run.
+  Ctrl-C cancels the running jobs (``ray.cancel``), which end their own runs.
+
+The sweep's context reaches the jobs through the task's environment (Ray workers are not children of
+the sweep process): the parent run id, ``MLFLOW_TRACKING_URI`` as the driver resolved it, and DVC's
+experiment name.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ log = logging.getLogger(__name__)
 ADDRESS_ENV = "RAY_ADDRESS"
 RUN_CONTEXT_ENV = "MLFLOW_RUN_CONTEXT"  # MLflow adds this JSON object's items as tags to every new run
 # What a job inherits from the process that launched the sweep (Ray workers are not its children).
-FORWARDED_ENV = ("CNN_MLFLOW_PARENT_RUN_ID", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_ROOT")
+FORWARDED_ENV = ("CNN_MLFLOW_PARENT_RUN_ID", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV")
 THREADS_KEYS = ("train.threads", "+train.threads", "++train.threads")
 CANCEL_WAIT_S = 30.0  # after Ctrl-C: how long interrupted jobs get to end their own runs
 
