@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 START_TIMEOUT_S = 120
+# Per node. Ray's default (30% of RAM, in /dev/shm) is far more than a smoke sweep needs.
+OBJECT_STORE_BYTES = 150_000_000
 
 
 def only_loopback() -> bool:
@@ -85,6 +87,7 @@ def local_ray_cluster(workdir: Path, cpus: tuple[int, int] = (2, 2)) -> Iterator
                     f"--port={port}",
                     f"--num-cpus={cpus[0]}",
                     "--num-gpus=0",
+                    f"--object-store-memory={OBJECT_STORE_BYTES}",
                     f"--temp-dir={temp}",
                     *common,
                 ],
@@ -111,6 +114,7 @@ def local_ray_cluster(workdir: Path, cpus: tuple[int, int] = (2, 2)) -> Iterator
                     f"--address={address}",
                     f"--num-cpus={cpus[1]}",
                     "--num-gpus=0",
+                    f"--object-store-memory={OBJECT_STORE_BYTES}",
                     "--disable-usage-stats",
                     "--block",
                 ],
