@@ -4,8 +4,9 @@
 
 Reads ``data.processed_dir``, ``data.name``, ``evaluate.batch_size``, ``train.threads`` (per framework),
 ``tracking.uri``; writes ``metrics/evaluate.json``, ``plots/confusion_<fw>.json``,
-``reports/predictions.npz``, ``reports/disagreements.json`` and ``reports/comparison.md``, and logs the
-test metrics and the report to both training runs (MLflow). All the work is
+``reports/predictions.npz``, ``reports/disagreements.json`` and ``reports/comparison.md``, logs the
+test metrics and the report to both training runs (MLflow) and registers both models, moving each one's
+``champion`` alias when the new version is better (``cnn-numpy@champion``). All the work is
 :func:`cnn.pipeline.evaluate.evaluate_from_config` (the files are described there). Ends with the comparison
 table on stdout.
 """

@@ -22,7 +22,9 @@ and writes::
     reports/disagreements.json    the test indices where the two models disagree, with both predictions
     reports/comparison.md         the Performance Comparison table (cnn.pipeline.report)
 
-then logs the test metrics and the report to both training runs (MLflow, under ``evaluation/``).
+then logs the test metrics and the report to both training runs (MLflow, under ``evaluation/``), registers
+both models in the MLflow Model Registry (``cnn-numpy``, ``cnn-torch``) and moves each one's ``champion``
+alias when the new version has the higher test accuracy (:mod:`cnn.pipeline.registry`).
 
 :func:`evaluate_from_config` maps a validated config (:func:`cnn.pipeline.load_params`) onto
 :func:`evaluate`: it is what ``python -m stages.evaluate`` calls. The figures drawn from these outputs are
@@ -329,6 +331,7 @@ def evaluate(
 
     if track:
         _log_to_runs(paths, results, frameworks, tracking_uri)
+        _register(paths, results, frameworks, tracking_uri, x, y, stats)
     return evaluation
 
 
@@ -358,6 +361,38 @@ def _log_to_runs(
         artifacts = [paths.evaluate_metrics, paths.comparison, paths.confusion(fw)]
         run_id = tracking.read_run_pointer(paths.run_pointer(fw))["run_id"]
         tracking.log_to_run(run_id, metrics, artifacts, uri=uri, artifact_path="evaluation")
+
+
+def _register(
+    paths: EvaluatePaths,
+    results: Mapping[str, Any],
+    frameworks: Sequence[str],
+    uri: str | None,
+    x: np.ndarray,
+    y: np.ndarray,
+    stats: Mapping[str, Any],
+) -> None:
+    """Register each tracked model and move its ``champion`` alias on merit (:mod:`cnn.pipeline.registry`).
+
+    The champion is judged on the raw test pixels (the inverse of the preprocess normalisation): what a
+    user sends to the served model.
+    """
+    from cnn.pipeline import registry, tracking
+    from cnn.pipeline.logged_models import raw_pixels
+
+    run_ids = {
+        fw: tracking.read_run_pointer(paths.run_pointer(fw))["run_id"]
+        for fw in frameworks
+        if paths.run_pointer(fw).is_file()
+    }
+    if not run_ids:
+        return
+    if not all(isinstance(stats.get(k), int | float) for k in ("mean", "std")):
+        log.warning("%s: no mean and std of the training pixels; models not registered", paths.stats)
+        return
+    split = registry.TestSplit(raw_pixels(x, float(stats["mean"]), float(stats["std"])), y)
+    accuracies = {fw: float(results[fw]["test_accuracy"]) for fw in run_ids}
+    registry.register_evaluated(uri or tracking.resolve_tracking_uri(), run_ids, accuracies, split)
 
 
 # ------------------------------------------------------------------------------------------------ config

@@ -3,22 +3,18 @@
 Where runs go and reaching the store (``resolve_tracking_uri``, ``check_tracking_uri``,
 ``ensure_experiment``): :mod:`cnn.pipeline.tracking_store`, re-exported here.
 
-What a training run holds (``start_training_run`` + ``MLflowCallback`` + ``log_*_model``):
+What a training run holds (``start_training_run`` + ``log_datasets`` + ``MLflowCallback`` +
+``log_run_summary`` + :mod:`cnn.pipeline.logged_models`):
 
 - name ``<DVC exp name or "repro">-<framework>``; tags ``framework``, ``git_commit``, ``dvc_exp_name``,
   ``data_digest`` (SHA-256 of ``<processed_dir>/stats.json``), ``mlflow.source.git.commit``;
 - params: the config flattened to dotted keys (``optimizer.lr`` = ``0.001``; lists as JSON);
+- dataset inputs ``<data.name>-train`` / ``-val`` (name, digest, source);
 - metrics per epoch, ``step`` = epoch: loss, accuracy, val_loss, val_accuracy, lr, epoch_time,
-  samples_per_sec;
-- artifacts: ``config.yaml`` (the resolved config), the checkpoint, and the model under ``model/``.
-
-The logged model, for both frameworks, answers ``mlflow.pyfunc.load_model(uri).predict(x)`` with
-``x`` a float32 array of shape (N, C, H, W), normalised like ``data/processed``, and returns the **logits**,
-a float32 array of shape (N, num_classes) (``softmax`` gives probabilities, ``argmax`` the class). Logits
-because the torch model is logged as itself (``mlflow.pytorch``, torch.export "pt2" format: no pickle) and
-its ``forward`` returns logits; the NumPy model's pyfunc wrapper returns the same quantity. The NumPy
-model is a models-from-code pyfunc (no cloudpickle) that bundles the ``cnn`` package and loads its
-weights with ``CNN.load`` from the ``.npz`` logged beside it.
+  epoch_samples_per_sec; once, for the whole run: train_time_s, samples_per_sec (the values of
+  ``metrics/train_<framework>.json``);
+- artifacts: ``config.yaml`` (the resolved config), the checkpoint; the model is a logged model of the
+  run (``model``: raw images in, logits out, :mod:`cnn.pipeline.logged_models`).
 
 ``import cnn`` does not import mlflow: this module imports it inside the functions that use it.
 """
@@ -55,6 +51,8 @@ from cnn.pipeline.tracking_store import sqlite_path as sqlite_path
 
 MODEL_ARTIFACT_NAME = "model"
 CONFIG_ARTIFACT_NAME = "config.yaml"
+#: Per-epoch names that differ from the trainer's (``samples_per_sec`` is the whole run's: log_run_summary).
+EPOCH_METRIC_NAMES = {"samples_per_sec": "epoch_samples_per_sec"}
 PARENT_RUN_ENV = "CNN_MLFLOW_PARENT_RUN_ID"
 """Environment variable a sweep sets so that training runs started in its jobs become its children."""
 
@@ -187,7 +185,8 @@ class MLflowCallback:
     """Training callback: log each epoch's numeric ``logs`` to an MLflow run with ``step=epoch``.
 
     ``logs`` holds loss, accuracy, val_loss, val_accuracy, lr, epoch_time and samples_per_sec (whichever the
-    trainer has). The run is ``run_id`` when given, else the run active when the first epoch ends.
+    trainer has); the epoch's samples_per_sec is logged as ``epoch_samples_per_sec``. The run is ``run_id``
+    when given, else the run active when the first epoch ends.
     """
 
     def __init__(self, run_id: str | None = None) -> None:
@@ -201,7 +200,7 @@ class MLflowCallback:
                 raise TrackingError("MLflowCallback: no run_id given and no active MLflow run to log to")
             self.run_id = active.info.run_id
         metrics = {
-            key: float(value)
+            EPOCH_METRIC_NAMES.get(key, key): float(value)
             for key, value in logs.items()
             if isinstance(value, numbers.Real) and not isinstance(value, bool)
         }
@@ -229,6 +228,46 @@ def log_artifact(path: str | os.PathLike[str], artifact_path: str | None = None)
         mlflow.log_artifacts(str(path), artifact_path=artifact_path)
     else:
         mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# What a training run trained on, and what it measured over the whole run
+# ----------------------------------------------------------------------------------------------------
+def log_datasets(cfg: Mapping[str, Any], splits: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Record the splits a training run reads as MLflow dataset inputs (``mlflow.log_input``).
+
+    ``splits`` maps ``"train"`` / ``"val"`` to ``(x, y)``; each becomes the dataset
+    ``<data.name>-<split>`` (``mnist-train``) with MLflow's digest of the arrays, the source
+    ``<data.processed_dir>/<split>.npz`` and the context ``training`` / ``validation``; the UI shows them
+    in the runs table's Dataset column and on the run page.
+    """
+    import warnings
+
+    mlflow = _mlflow()
+    data = cfg.get("data") or {}
+    name = data.get("name") or "data"
+    processed = Path(data.get("processed_dir") or "data/processed")
+    contexts = {"train": "training", "val": "validation", "test": "testing"}
+    for split, (x, y) in splits.items():
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source twice and then warns that a path is ambiguous.
+            warnings.filterwarnings("ignore", message=".*The specified dataset source can be interpreted")
+            dataset = mlflow.data.from_numpy(
+                x, targets=y, source=str(processed / f"{split}.npz"), name=f"{name}-{split}"
+            )
+        mlflow.log_input(dataset, context=contexts.get(split, split))
+
+
+def log_run_summary(run_id: str, summary: Mapping[str, float], step: int) -> None:
+    """Log whole-run numbers (``train_time_s``, ``samples_per_sec``) to ``run_id`` at ``step``.
+
+    The values are those of ``metrics/train_<framework>.json`` (rounded the same way), so MLflow, DVC and
+    the report show one number per name. The per-epoch throughput is ``epoch_samples_per_sec``.
+    """
+    mlflow = _mlflow()
+    metrics = [_metric(key, float(value), step=step) for key, value in summary.items()]
+    if metrics:
+        mlflow.MlflowClient().log_batch(run_id, metrics=metrics)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -334,3 +373,24 @@ def log_to_run(
             client.log_artifact(run_id, str(artifact), artifact_path=artifact_path)
         else:
             raise TrackingError(f"{artifact}: artifact to log to run {run_id} does not exist")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The UI
+# ----------------------------------------------------------------------------------------------------
+#: MLflow 3.17's UI opens experiments on its GenAI screens unless the URL (or its "Model training" switch,
+#: remembered per browser) selects the model-training ones: runs, logged models, the registry.
+UI_WORKFLOW_QUERY = "workflowType=machine_learning"
+
+
+def experiment_url(ui: str, uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
+    """The UI address that opens ``experiment`` on its training runs, e.g.
+    ``http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning``; the experiment list when
+    ``experiment`` does not exist (yet) on ``uri``. Reads the store, creates nothing."""
+    found = None
+    path = sqlite_path(uri)
+    if path is None or path.is_file():
+        with contextlib.suppress(Exception):  # a store that cannot be read yet: the list page is fine
+            found = _mlflow().MlflowClient(uri).get_experiment_by_name(experiment)
+    page = f"experiments/{found.experiment_id}" if found is not None else "experiments"
+    return f"{ui.rstrip('/')}/#/{page}?{UI_WORKFLOW_QUERY}"

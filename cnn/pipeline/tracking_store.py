@@ -37,6 +37,9 @@ from cnn.errors import TrackingError
 
 DEFAULT_EXPERIMENT = "cnn-mnist"
 DB_FILE_NAME = "mlflow.db"
+#: The experiment tag MLflow 3's UI reads to choose between its GenAI and its model-training screens.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 ARTIFACTS_DIR_NAME = "mlartifacts"
 
 # The MLflow client retries an unanswered HTTP request 7 times with exponential back-off and a 120 s
@@ -216,7 +219,9 @@ def ensure_experiment(name: str, uri: str) -> str:
     """The id of experiment ``name`` on ``uri``, created when missing (race-free across processes).
 
     On SQLite the experiment's artifact location is ``<database dir>/mlartifacts``; elsewhere the server
-    decides.
+    decides. The experiment is tagged ``mlflow.experimentKind = custom_model_development`` (unless the
+    user set another kind): MLflow 3 UIs that read the tag open it on its training runs, not on the GenAI
+    overview (3.17 follows its own "Model training" switch instead: see docs/tracking.md).
     """
     mlflow = mlflow_module()
     from mlflow.exceptions import MlflowException
@@ -230,11 +235,15 @@ def ensure_experiment(name: str, uri: str) -> str:
                     f"tracking.experiment: experiment {name!r} on {redact_uri(uri)} is deleted; restore it "
                     "(mlflow experiments restore) or choose another name"
                 )
+            if experiment.tags.get(EXPERIMENT_KIND_TAG) is None:
+                client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return experiment.experiment_id
         path = sqlite_path(uri)
         location = (path.parent / ARTIFACTS_DIR_NAME).as_uri() if path is not None else None
         try:
-            return client.create_experiment(name, artifact_location=location)
+            return client.create_experiment(
+                name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
         except MlflowException:  # created by another process between the two calls (non-SQLite stores)
             experiment = client.get_experiment_by_name(name)
             if experiment is None:

@@ -206,15 +206,23 @@ def train_from_config(
 
     from cnn.pipeline import logged_models, tracking
 
+    spec = logged_models.spec_for(cfg, framework)  # the model's own normalisation: checked before training
     with tracking.start_training_run(cfg, framework, nested=nested, run_name=run_name) as run:
+        tracking.log_datasets(cfg, {"train": (x, y), "val": (x_val, y_val)})
         cbs = [tracking.MLflowCallback(run.info.run_id), *callbacks]
         result = _fit(cfg, train, framework, data, cbs, checkpoint, save_to, verbose)
         result.run_id = run.info.run_id
-        example = x[:5]
+        summary = result.metrics()  # MLflow gets the numbers of metrics/train_<framework>.json
+        tracking.log_run_summary(
+            run.info.run_id,
+            {key: summary[key] for key in ("train_time_s", "samples_per_sec")},
+            step=len(result.history.get("loss", [])),
+        )
+        example = logged_models.raw_pixels(x[:5], spec.mean, spec.std)  # what a user sends: raw images
         if framework == "numpy":
-            logged_models.log_numpy_model(result.model, example)
+            logged_models.log_numpy_model(result.model, spec, example)
         else:
-            logged_models.log_torch_model(_torch_module(result.model), example)
+            logged_models.log_torch_model(_torch_module(result.model), spec, example)
         if save_to is not None:
             tracking.log_artifact(save_to, artifact_path="checkpoint")
             tracking.write_run_pointer(save_to.parent / cfg["paths"]["run_pointer"], run)
