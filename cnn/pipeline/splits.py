@@ -23,13 +23,12 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from cnn.atomic import atomic_directory, atomic_write_bytes
 from cnn.errors import DataError
 
 SPLIT_FILES = ("train.npz", "val.npz", "test.npz", "stats.json")
@@ -125,21 +124,9 @@ def stage_splits(
                     raise DataError(
                         f"{name}: fetched bytes have SHA-256 {got[:12]}…, expected {digest[:12]}…"
                     )
-            tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{key}.", suffix=".tmp"))
-            try:
+            with atomic_directory(target) as tmp:  # a damaged earlier copy is replaced in one rename
                 for name in manifest:
-                    with (tmp / name).open("wb") as fh:
-                        fh.write(payload[name])
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                tmp.chmod(0o755)  # mkdtemp's 0700 would hide the splits from other users of the machine
-                if target.exists():  # a damaged earlier copy: set aside, then replaced in one rename
-                    stale = Path(tempfile.mkdtemp(dir=cache, prefix=f".{key}.", suffix=".stale"))
-                    os.replace(target, stale / key)
-                    shutil.rmtree(stale, ignore_errors=True)
-                os.replace(tmp, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+                    atomic_write_bytes(tmp / name, payload[name])
     except OSError as err:
         raise DataError(f"{cache}: cannot stage the splits there ({err.strerror or err})") from None
     return target
