@@ -25,6 +25,12 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP) ## create .venv and install the project with its dev extra (torch first, pinned)
 
+# --- more than one machine (docs/scale.md) ---
+.PHONY: install-cluster
+install-cluster: $(STAMP) ## add the cluster extra: Ray, hydra-ray-launcher, submitit (docs/scale.md)
+	$(PIP) install --quiet -e '.[dev,cluster]'
+# ---
+
 lint: $(STAMP) ## ruff check + ruff format --check
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,3 +53,27 @@ def atomic_write_bytes(path: str | os.PathLike[str], *chunks: bytes | memoryview
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_open`); returns the path."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Fill a temporary folder next to ``path``; on a clean exit give it the usual permissions
+    (``0o777 & ~umask``) and rename it onto ``path`` (an existing folder there is set aside first, then
+    removed). A reader sees the old folder, no folder, or the complete new one, never a part of one.
+
+    An exception inside the block removes the temporary and leaves ``path`` untouched. Files written in
+    the block should be fsync-ed by the writer if they must survive a crash (:func:`atomic_open` does).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.exists():  # set aside, then replaced in one rename
+            stale = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".stale"))
+            os.replace(path, stale / path.name)
+            shutil.rmtree(stale, ignore_errors=True)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

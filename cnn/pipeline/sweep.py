@@ -16,6 +16,7 @@ other machines that share the sweep directory (submitit).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -31,6 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnn.errors import CNNError, ConfigError
 from cnn.pipeline import tracking
+from cnn.pipeline.study import SharedStudy, open_parent_run, shared_study
+from cnn.pipeline.study import finish_parent_run as finish_study_parent
 
 __all__ = [
     "CALLBACK_OVERRIDE",
@@ -54,6 +57,7 @@ OBJECTIVE = "val_accuracy"
 # The tracking URI of the open parent run. Kept in the environment, like the run id, so that the callback
 # (made by Hydra from conf/hydra/callbacks/mlflow_sweep.yaml) and run_sweep's error path share it.
 PARENT_URI_ENV = "CNN_MLFLOW_PARENT_TRACKING_URI"
+STUDY_ENV = "CNN_OPTUNA_SHARED_STUDY"  # [name, storage URL] of a shared Optuna study (cnn/pipeline/study.py)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -89,18 +93,22 @@ class SweepParentRun(Callback):
         sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).rsplit(".", 1)[-1]
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default="")).rsplit(".", 1)[-1]
         overrides = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
-        run = mlflow.MlflowClient(uri).create_run(
-            experiment_id,
-            run_name=f"sweep-{sweep_dir.parent.name}-{sweep_dir.name}".replace(" ", "_"),
-            tags={
-                "sweep": "parent",
-                "sweep_dir": str(sweep_dir.resolve()),
-                "sweeper": sweeper,
-                "launcher": launcher,
-                "sweep_overrides": " ".join(overrides)[:5000],
-                "dvc_exp_name": tracking.dvc_exp_name() or "sweep",
-            },
-        )
+        run_name = f"sweep-{sweep_dir.parent.name}-{sweep_dir.name}".replace(" ", "_")
+        tags = {
+            "sweep": "parent",
+            "sweep_dir": str(sweep_dir.resolve()),
+            "sweeper": sweeper,
+            "launcher": launcher,
+            "sweep_overrides": " ".join(overrides)[:5000],
+            "dvc_exp_name": tracking.dvc_exp_name() or "sweep",
+        }
+        # An Optuna study in an RDB storage has one parent for all the processes working on it.
+        study = shared_study(config)
+        if study is not None:
+            run = open_parent_run(study, uri, experiment_id, tags, run_name=f"study-{study.name}")
+            os.environ[STUDY_ENV] = json.dumps([study.name, study.url])
+        else:
+            run = mlflow.MlflowClient(uri).create_run(experiment_id, run_name=run_name, tags=tags)
         tracking.write_run_pointer(sweep_dir / PARENT_POINTER_FILE, run, tracking_uri=uri)
         os.environ[tracking.PARENT_RUN_ENV] = run.info.run_id
         os.environ[PARENT_URI_ENV] = uri
@@ -262,9 +270,13 @@ def end_parent_run(status: str) -> None:
     """End the parent run this process opened, if it is still open (no-op when there is none)."""
     run_id = os.environ.pop(tracking.PARENT_RUN_ENV, None)
     uri = os.environ.pop(PARENT_URI_ENV, None)
+    study = os.environ.pop(STUDY_ENV, None)
     if not run_id or not uri:
         return
     try:
+        if study:  # the study's parent: ended by the last process working on the study
+            print(finish_study_parent(SharedStudy(*json.loads(study)), run_id, uri, status), flush=True)
+            return
         finish_parent_run(run_id, uri, status)
     except Exception as exc:  # best effort: the error that stopped the sweep is the one to report
         print(f"sweep: warning: could not end parent run {run_id}: {exc}", file=sys.stderr)
