@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.services import ServiceUnavailable, mlflow_server, postgres
-from tests.helpers.synthetic_splits import write_processed_splits
+from tests.helpers.synthetic_splits import TINY_DATA_OVERRIDES, write_processed_splits
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -54,6 +54,7 @@ def start_sweep(tmp_path: Path, name: str, services: dict[str, str], n_trials: i
         "train.framework=numpy",
         "train.threads=1",
         f"data.processed_dir={processed}",
+        *TINY_DATA_OVERRIDES,  # the data params of those splits
         "tracking=server",
         f"tracking.uri={services['tracking']}",
         f"tracking.experiment={EXPERIMENT}",

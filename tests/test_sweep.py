@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.synthetic_splits import write_processed_splits
+from tests.helpers.synthetic_splits import TINY_DATA_OVERRIDES, write_processed_splits
 
 mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("hydra")
@@ -19,32 +19,17 @@ pytest.importorskip("hydra")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# The sizes of write_processed_splits' tiny splits, as data params.
-TINY = ("data.train_size=64", "data.val_size=30", "data.test_size=30")
 MNIST_RAW = ROOT / "data" / "raw" / "mnist"
 
 
-def write_tiny_splits(processed: Path) -> None:
-    """Tiny synthetic splits whose stats.json says what they are: 64/30/30 images, seed 0 (= ``TINY``)."""
-    write_processed_splits(processed)
-    stats = json.loads((processed / "stats.json").read_text())  # mean, std: what the logged models apply
-    stats |= {
-        "dataset": "mnist",
-        "seed": 0,
-        "sizes": {"train": 64, "val": 30, "test": 30},
-        "requested": {"train_size": 64, "val_size": 30, "test_size": 30},
-    }
-    (processed / "stats.json").write_text(json.dumps(stats))
-
-
 def run_sweep(
-    tmp_path: Path, *overrides: str, multirun: bool = True, data: tuple[str, ...] = TINY
+    tmp_path: Path, *overrides: str, multirun: bool = True, data: tuple[str, ...] = TINY_DATA_OVERRIDES
 ) -> tuple[subprocess.CompletedProcess, str]:
     """``python -m stages.sweep`` on the smoke experiment over tiny data in ``tmp_path`` (``data``: the data
     params; by default those of the tiny splits); returns the finished process and its tracking URI."""
     processed = tmp_path / "processed"
     if not processed.exists():
-        write_tiny_splits(processed)
+        write_processed_splits(processed)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [
         sys.executable,

@@ -48,6 +48,7 @@ from cnn.pipeline.tracking_store import redact_uri as redact_uri
 from cnn.pipeline.tracking_store import repo_root as repo_root
 from cnn.pipeline.tracking_store import resolve_tracking_uri as resolve_tracking_uri
 from cnn.pipeline.tracking_store import sqlite_path as sqlite_path
+from cnn.pipeline.tracking_store import store_lock
 
 MODEL_ARTIFACT_NAME = "model"
 CONFIG_ARTIFACT_NAME = "config.yaml"
@@ -255,7 +256,8 @@ def log_datasets(cfg: Mapping[str, Any], splits: Mapping[str, tuple[np.ndarray, 
             dataset = mlflow.data.from_numpy(
                 x, targets=y, source=str(processed / f"{split}.npz"), name=f"{name}-{split}"
             )
-        mlflow.log_input(dataset, context=contexts.get(split, split))
+        with store_lock(mlflow.get_tracking_uri()):  # parallel jobs logging one dataset (SQLite)
+            mlflow.log_input(dataset, context=contexts.get(split, split))
 
 
 def log_run_summary(run_id: str, summary: Mapping[str, float], step: int) -> None:

@@ -234,11 +234,13 @@ def mlflow_module() -> Any:
 
 
 @contextlib.contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
+def store_lock(uri: str) -> Iterator[None]:
     """Serialise schema creation and experiment creation on a SQLite store across processes.
 
     MLflow creates the schema (alembic migrations) the first time a process opens a database; two
-    processes doing that at once on a fresh file collide. Other stores handle this themselves.
+    processes doing that at once on a fresh file collide. Other stores handle this themselves. Also held
+    while a run logs its dataset inputs: MLflow's SQLite store inserts a dataset without a retry, so two
+    jobs logging the same dataset at once fail on its unique key.
     """
     path = sqlite_path(uri)
     if path is None:
@@ -279,7 +281,7 @@ def configure_tracking(uri: str, *, timeout_s: float = 5.0) -> None:
     mlflow.set_tracking_uri(uri)
     path = sqlite_path(uri)
     if path is not None:
-        with _store_lock(uri):
+        with store_lock(uri):
             _enable_wal(path)
             mlflow.MlflowClient(uri).search_experiments(max_results=1)  # creates the schema once
 
@@ -296,7 +298,7 @@ def ensure_experiment(name: str, uri: str) -> str:
     from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient(uri)
-    with _store_lock(uri):
+    with store_lock(uri):
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.ray_cluster import local_ray_cluster
-from tests.helpers.synthetic_splits import write_processed_splits
+from tests.helpers.synthetic_splits import TINY_DATA_OVERRIDES, write_processed_splits
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -45,6 +45,7 @@ def sweep_command(tmp_path: Path, *overrides: str) -> list[str]:
         "hydra/launcher=ray_cluster",
         "experiment=smoke",
         f"data.processed_dir={processed}",
+        *TINY_DATA_OVERRIDES,  # the data params of those splits
         f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
         f"tracking.experiment={EXPERIMENT}",
         f"hydra.sweep.dir={tmp_path / 'multirun'}",
