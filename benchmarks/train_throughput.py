@@ -33,6 +33,10 @@ the CPU, see ``cnn.blas``), ``openblas`` (OpenBLAS's own choice: ``CNN_OPENBLAS_
 ``OPENBLAS_CORETYPE``), or ``both`` (= ``auto openblas``). The kernel set each run actually used is read
 back with threadpoolctl and reported.
 
+``--quiet-wait S``: before each measurement wait up to S seconds until >= 80% of the machine's CPU time is
+idle (on a shared machine other jobs make torch's OpenMP threads collapse); each record keeps the idle
+fraction seen and the load average after it, so that disturbed repeats can be told apart.
+
 ``--torch``: which torch rows to run (default all three). The JSON (``--json``) holds the machine (CPU
 model, vendor, family/model, flags that matter, library versions), every record and the summary rows with
 every per-repeat ratio.
@@ -59,6 +63,30 @@ TARGETS = {32: 0.70, 128: 0.80}  # against the best plain torch row
 WARMUP_BATCHES = 3
 TORCH_ROWS = ("torch-nchw", "torch-cl", "trainer")
 PLAIN_ROWS = ("torch-nchw", "torch-cl")
+
+
+def cpu_idle(seconds: float = 0.5) -> float | None:
+    """Fraction of the machine's CPU time that was idle over the next ``seconds`` (Linux /proc/stat)."""
+    try:
+        with open("/proc/stat") as fh:
+            a = [int(v) for v in fh.readline().split()[1:]]
+        time.sleep(seconds)
+        with open("/proc/stat") as fh:
+            b = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    total = sum(b) - sum(a)
+    return (b[3] + b[4] - a[3] - a[4]) / total if total > 0 else None
+
+
+def wait_for_quiet(max_wait: float, min_idle: float = 0.8) -> float | None:
+    """Wait (up to ``max_wait`` seconds) until at least ``min_idle`` of the CPUs' time is idle, so that a
+    measurement does not start while other jobs load the machine; returns the last idle fraction seen."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        idle = cpu_idle()
+        if idle is None or idle >= min_idle or time.monotonic() >= deadline:
+            return idle
 
 
 def _rss_mb() -> float:
@@ -178,13 +206,18 @@ def worker_env(blas: str) -> dict[str, str]:
     return env
 
 
-def measure(row: str, n: int, batch_size: int, threading: str = "pool", blas: str = "auto") -> dict[str, Any]:
-    """One measurement in a fresh interpreter; returns the worker's JSON record."""
+def measure(
+    row: str, n: int, batch_size: int, threading: str = "pool", blas: str = "auto", quiet_wait: float = 0.0
+) -> dict[str, Any]:
+    """One measurement in a fresh interpreter (after waiting up to ``quiet_wait`` s for an idle machine);
+    returns the worker's JSON record, with the idle CPU fraction seen before it and the load after it."""
+    idle = wait_for_quiet(quiet_wait) if quiet_wait > 0 else None
     cmd = [sys.executable, "-m", "benchmarks.train_throughput", "--worker", row, "--n", str(n)]
     cmd += ["--batch-sizes", str(batch_size), "--numpy-threading", threading]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=worker_env(blas), cwd=ROOT)
     record = json.loads(out.stdout.strip().splitlines()[-1])
     record.update(row=row, batch_size=batch_size, n=n, samples_per_sec=n / record["seconds"])
+    record.update(idle_before=idle, load_after=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
     if row == "numpy":
         record.update(threading=threading, blas=blas)
     return record
@@ -335,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="auto, openblas, both or an OPENBLAS_CORETYPE")  # fmt: skip
     parser.add_argument("--torch", nargs="+", choices=TORCH_ROWS, default=list(TORCH_ROWS),
                         help="torch rows to measure (default all)")  # fmt: skip
+    parser.add_argument("--quiet-wait", type=float, default=0.0, metavar="S",
+                        help="wait up to S s for >= 80%% idle CPUs before each run")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the machine, records and summary here")
     parser.add_argument("--worker", choices=["numpy", *TORCH_ROWS], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -362,13 +397,14 @@ def main(argv: list[str] | None = None) -> int:
             if rep % 2:
                 order.reverse()
             for row, (threading, blas) in order:
-                rec = measure(row, args.n, bs, threading, blas)
+                rec = measure(row, args.n, bs, threading, blas, args.quiet_wait)
                 rec["repeat"] = rep
                 records.append(rec)
                 label = row + (f"/{threading}/{blas}" if row == "numpy" else "")
                 print(
                     f"  repeat {rep + 1}/{args.repeats} batch {bs:4d} {label:24s} "
                     f"{rec['samples_per_sec']:8.1f} samples/s  peak {rec['peak_rss_mb']:.0f} MiB"
+                    + ("" if rec["idle_before"] is None else f"  idle before {rec['idle_before']:.0%}")
                     + (f"  [{rec['blas_kernels']}]" if row == "numpy" else ""),
                     flush=True,
                 )
