@@ -40,8 +40,6 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also run as a script from a checkout
-
 from benchmarks.train_throughput import MAX_FOREIGN, TRIES, machine, run_watched, wait_for_quiet, worker_env
 
 TARGET = 0.9

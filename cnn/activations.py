@@ -2,6 +2,8 @@
 
 They have no parameters and keep the dtype of their input. Each forward keeps what its backward needs:
 the input (ReLU, LeakyReLU) or the output (Sigmoid, Tanh, Softmax), whose derivatives are functions of it.
+Only ReLU runs on a fast kernel (reference: :func:`cnn.kernels.reference.relu`); the others are one
+NumPy expression each, written as their equation: their own reference.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from cnn.layers import Layer
 
 
 class ReLU(Layer):
-    """``y = max(x, 0)``; ``dx = dy * [x > 0]`` (the gradient at 0 is 0, as torch)."""
+    """``y = max(x, 0)``; ``dx = dy * [x > 0]`` (the gradient at 0 is 0, as torch).
+
+    Reference: :func:`cnn.kernels.reference.relu`.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -25,6 +30,7 @@ class ReLU(Layer):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         # y > 0 exactly where x > 0, so the output serves as the mask.
+        assert self._y is not None, "backward before forward"
         return kernels.relu_backward(grad_out, self._y)
 
 
@@ -41,6 +47,7 @@ class LeakyReLU(Layer):
         return np.where(x > 0, x, x * x.dtype.type(self.negative_slope))
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        assert self._x is not None, "backward before forward"
         slope = np.where(self._x > 0, 1.0, self.negative_slope).astype(grad_out.dtype)
         return grad_out * slope
 
@@ -62,6 +69,7 @@ class Sigmoid(Layer):
         return self._y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        assert self._y is not None, "backward before forward"
         return grad_out * self._y * (1.0 - self._y)
 
 
@@ -77,6 +85,7 @@ class Tanh(Layer):
         return self._y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        assert self._y is not None, "backward before forward"
         return grad_out * (1.0 - self._y * self._y)
 
 

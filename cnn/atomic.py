@@ -45,5 +45,5 @@ def atomic_write_bytes(path: str | os.PathLike[str], *chunks: bytes | memoryview
     """Write the chunks to ``path`` atomically (:func:`atomic_open`); returns the path."""
     with atomic_open(path) as fh:
         for chunk in chunks:
-            fh.write(chunk)
+            fh.write(chunk)  # type: ignore[arg-type]  # an ndarray is a buffer; numpy stubs (py3.10) omit it
     return Path(path)

@@ -4,15 +4,17 @@ Most of a training step is spent in ``np.matmul`` (the convolutions' GEMMs), i.e
 NumPy bundles. OpenBLAS picks its kernels once, when it is loaded, from the CPU it finds. On AMD Zen 4
 (CPU family 25 with AVX-512) it picks its Intel ``SkylakeX`` AVX-512 kernels, but Zen 4 executes
 AVX-512 as two 256-bit halves, and OpenBLAS's AVX2 ``Haswell`` kernels ran this library's GEMM shapes
-8-15% faster on the project's machine (``benchmarks/train_throughput.py --numpy-blas both`` measures
-the whole training step both ways; figures in the README).
+faster (``benchmarks/train_throughput.py --numpy-blas both`` measures the whole training step both ways;
+figures in ``docs/library.md``).
 
 ``import cnn`` therefore sets ``OPENBLAS_CORETYPE=Haswell`` on such CPUs, which takes effect only when
 NumPy has not been imported yet (import ``cnn`` first, or set the variable yourself). It never overrides
 an ``OPENBLAS_CORETYPE`` that is already set, and ``CNN_OPENBLAS_AUTO=0`` turns it off. The variable
 is inherited by child processes (DVC stages, benchmark workers), which then make the same choice.
 
-Standard library only: this module runs before NumPy is imported.
+The decision is a pure function of :class:`CpuFacts` (vendor, family, flags), read from
+``/proc/cpuinfo`` by :func:`read_cpu_facts` and injectable everywhere, so every case is testable on any
+CPU. Standard library only: this module runs before NumPy is imported.
 """
 
 from __future__ import annotations
@@ -20,74 +22,94 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 AUTO_ENV = "CNN_OPENBLAS_AUTO"
 CORETYPE_ENV = "OPENBLAS_CORETYPE"
 
 
-def _cpu_facts(cpuinfo: str) -> dict[str, Any]:
-    """Vendor, family and flags of the first processor in ``/proc/cpuinfo`` text."""
-    facts: dict[str, Any] = {"vendor": "", "family": -1, "flags": frozenset()}
-    for line in cpuinfo.splitlines():
-        if not line.strip():
-            break  # the end of the first processor's block
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if key == "vendor_id":
-            facts["vendor"] = value
-        elif key == "cpu family":
-            try:
-                facts["family"] = int(value)
-            except ValueError:
-                pass
-        elif key == "flags":
-            facts["flags"] = frozenset(value.split())
-    return facts
+@dataclass(frozen=True)
+class CpuFacts:
+    """What the kernel choice depends on: the CPU's vendor (``vendor_id``), family and feature flags."""
+
+    vendor: str = ""
+    family: int = -1
+    flags: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, cpuinfo: str) -> CpuFacts:
+        """The facts of the first processor in ``/proc/cpuinfo`` text (defaults for what is missing)."""
+        vendor, family, flags = "", -1, frozenset[str]()
+        for line in cpuinfo.splitlines():
+            if not line.strip():
+                break  # the end of the first processor's block
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "vendor_id":
+                vendor = value
+            elif key == "cpu family":
+                try:
+                    family = int(value)
+                except ValueError:
+                    pass
+            elif key == "flags":
+                flags = frozenset(value.split())
+        return cls(vendor, family, flags)
 
 
-def preferred_openblas_coretype(cpuinfo: str | None = None) -> str | None:
+def read_cpu_facts(path: str | os.PathLike[str] = "/proc/cpuinfo") -> CpuFacts:
+    """This machine's :class:`CpuFacts`, read from ``/proc/cpuinfo`` (unknown facts off Linux)."""
+    try:
+        return CpuFacts.parse(Path(path).read_text(errors="replace"))
+    except OSError:
+        return CpuFacts()
+
+
+def preferred_openblas_coretype(cpu: CpuFacts | str | None = None) -> str | None:
     """``"Haswell"`` on AMD Zen 4 (vendor AuthenticAMD, CPU family 25, AVX-512), else None (OpenBLAS's
-    own choice is kept). ``cpuinfo``: the text of ``/proc/cpuinfo`` (read when None; None off Linux)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return None
-    facts = _cpu_facts(cpuinfo)
-    if facts["vendor"] == "AuthenticAMD" and facts["family"] == 25 and "avx512f" in facts["flags"]:
+    own choice is kept). A pure function of ``cpu``: :class:`CpuFacts`, the text of ``/proc/cpuinfo``,
+    or None for this machine's (:func:`read_cpu_facts`)."""
+    if cpu is None:
+        cpu = read_cpu_facts()
+    elif isinstance(cpu, str):
+        cpu = CpuFacts.parse(cpu)
+    if cpu.vendor == "AuthenticAMD" and cpu.family == 25 and "avx512f" in cpu.flags:
         return "Haswell"
     return None
 
 
-def _coretype_to_set(environ: Mapping[str, str]) -> str | None:
-    """The ``OPENBLAS_CORETYPE`` to add to ``environ``: :func:`preferred_openblas_coretype`, unless the
-    variable is already set or ``CNN_OPENBLAS_AUTO`` is ``0``."""
+def coretype_to_set(environ: Mapping[str, str], cpu: CpuFacts | None = None) -> str | None:
+    """The ``OPENBLAS_CORETYPE`` to add to ``environ``: :func:`preferred_openblas_coretype` of ``cpu``
+    (None: this machine), unless the variable is already set or ``CNN_OPENBLAS_AUTO`` is ``0``."""
     if environ.get(AUTO_ENV, "1").strip() == "0" or environ.get(CORETYPE_ENV):
         return None
-    return preferred_openblas_coretype()
+    return preferred_openblas_coretype(cpu)
 
 
-def select_openblas_kernels() -> str | None:
-    """Set ``OPENBLAS_CORETYPE`` to :func:`preferred_openblas_coretype` when that can still take effect
-    (NumPy not imported yet), the variable is unset and ``CNN_OPENBLAS_AUTO`` is not ``0``.
+def select_openblas_kernels(cpu: CpuFacts | None = None) -> str | None:
+    """Set ``OPENBLAS_CORETYPE`` to :func:`preferred_openblas_coretype` of ``cpu`` (None: this machine)
+    when that can still take effect (NumPy not imported yet), the variable is unset and
+    ``CNN_OPENBLAS_AUTO`` is not ``0``.
 
     Returns the core type set, or None when nothing was changed."""
     if "numpy" in sys.modules:
         return None
-    coretype = _coretype_to_set(os.environ)
+    coretype = coretype_to_set(os.environ, cpu)
     if coretype is not None:
         os.environ[CORETYPE_ENV] = coretype
     return coretype
 
 
-def preferred_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def preferred_environment(
+    environ: Mapping[str, str] | None = None, cpu: CpuFacts | None = None
+) -> dict[str, str]:
     """``environ`` (default ``os.environ``) plus the ``OPENBLAS_CORETYPE`` that ``import cnn`` would set,
     for starting a process that imports NumPy before ``cnn`` (benchmarks, workers). Unchanged when the
-    variable is set, ``CNN_OPENBLAS_AUTO=0``, or the CPU keeps OpenBLAS's own choice."""
+    variable is set, ``CNN_OPENBLAS_AUTO=0``, or the CPU (``cpu``; None: this machine) keeps OpenBLAS's
+    own choice."""
     env = dict(os.environ if environ is None else environ)
-    coretype = _coretype_to_set(env)
+    coretype = coretype_to_set(env, cpu)
     if coretype is not None:
         env[CORETYPE_ENV] = coretype
     return env

@@ -1,4 +1,5 @@
-"""Numerical gradient checking in float64 (centred differences), shared by the gradient tests."""
+"""Numerical gradient checking in float64 (centred differences): the one ``rel_error`` and numerical
+gradient used by the tests, the tutorial notebook and the docs."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-6) -
     ``f`` takes no argument and reads ``x`` (an input or a parameter array) through closure.
     """
     grad = np.zeros_like(x, dtype=np.float64)
-    it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
+    it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])  # type: ignore[list-item]
     while not it.finished:
         i = it.multi_index
         old = x[i]

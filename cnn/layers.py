@@ -109,6 +109,7 @@ class Conv2D(Layer):
     Shapes: x (N, C_in, H, W) -> y (N, C_out, OH, OW), ``OH = floor((H + 2*ph - kh) / sh) + 1``.
     Parameters: ``weight`` (C_out, C_in, kh, kw) drawn He-normal, ``N(0, 2 / (C_in*kh*kw))``;
     ``bias`` (C_out,) zeros (absent when ``bias=False``).
+    Reference: :func:`cnn.kernels.reference.conv2d`, :func:`cnn.kernels.reference.conv2d_backward`.
     """
 
     def __init__(
@@ -158,7 +159,8 @@ class Conv2D(Layer):
             x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self._ws
         )
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+    # None when needs_input_grad is off (the network's first layer): the one exception to Layer.backward.
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:  # type: ignore[override]
         grad_out = np.asarray(grad_out, dtype=self.dtype)
         return kernels.conv2d_backward(
             grad_out,
@@ -239,6 +241,7 @@ class MaxPool2D(_Pool2D):
     ``y[n, c, oh, ow] = max_{i < kh, j < kw} xpad[n, c, sh*oh + i, sw*ow + j]``; the gradient flows to
     the first maximal element of each window (row-major), as in torch.
     Shapes: (N, C, H, W) -> (N, C, OH, OW).
+    Reference: :func:`cnn.kernels.reference.maxpool2d`.
     """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -267,6 +270,7 @@ class AvgPool2D(_Pool2D):
 
     ``y[n, c, oh, ow] = (1 / (kh*kw)) * sum_{i, j} xpad[n, c, sh*oh + i, sw*ow + j]``.
     Shapes: (N, C, H, W) -> (N, C, OH, OW).
+    Reference: :func:`cnn.kernels.reference.avgpool2d`.
     """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -289,6 +293,7 @@ class _BatchNorm(Layer):
     ``var_B * m / (m - 1)`` (m = values per channel). Eval: the running statistics replace the batch ones.
     Parameters ``weight`` (ones) and ``bias`` (zeros), shape (C,); buffers ``running_mean`` (zeros),
     ``running_var`` (ones), ``num_batches_tracked`` (int64 scalar), as in torch's ``state_dict``.
+    Reference: :func:`cnn.kernels.reference.batchnorm_train`, :func:`cnn.kernels.reference.batchnorm_eval`.
     """
 
     _input_ndim: int = 0
@@ -387,14 +392,20 @@ class _BatchNorm(Layer):
 
 
 class BatchNorm2D(_BatchNorm):
-    """Batch norm of (N, C, H, W) feature maps, statistics per channel over N, H, W."""
+    """Batch norm of (N, C, H, W) feature maps, statistics per channel over N, H, W.
+
+    Reference: :func:`cnn.kernels.reference.batchnorm_train`, :func:`cnn.kernels.reference.batchnorm_eval`.
+    """
 
     _input_ndim = 4
     _input_desc = "(N, C, H, W)"
 
 
 class BatchNorm1D(_BatchNorm):
-    """Batch norm of (N, C) features, statistics per feature over N."""
+    """Batch norm of (N, C) features, statistics per feature over N.
+
+    Reference: :func:`cnn.kernels.reference.batchnorm_train`, :func:`cnn.kernels.reference.batchnorm_eval`.
+    """
 
     _input_ndim = 2
     _input_desc = "(N, C)"
@@ -406,6 +417,7 @@ class Dense(Layer):
     Shapes: x (N, in_features) -> y (N, out_features). Parameters: ``weight`` (out_features, in_features)
     drawn He-normal ``N(0, 2 / in_features)``; ``bias`` (out_features,) zeros (absent when ``bias=False``).
     Gradients: ``dW = dy.T @ x``, ``db = sum_n dy``, ``dx = dy @ W``.
+    Reference: :func:`cnn.kernels.reference.linear`.
     """
 
     def __init__(
@@ -457,7 +469,10 @@ class Dense(Layer):
 class _DropoutBase(Layer):
     """Inverted dropout: in training, each unit of the mask is kept with probability ``1 - p`` and the
     kept ones are scaled by ``1 / (1 - p)``, so eval mode is the identity. The mask is drawn from
-    ``self.rng`` in the input's dtype (float32 stays float32)."""
+    ``self.rng`` in the input's dtype (float32 stays float32).
+
+    Reference: :func:`cnn.kernels.reference.dropout_mask`.
+    """
 
     def __init__(self, p: float = 0.5, rng: np.random.Generator | None = None) -> None:
         super().__init__()
@@ -493,7 +508,10 @@ class _DropoutBase(Layer):
 
 class Dropout(_DropoutBase):
     """Element-wise inverted dropout, as ``torch.nn.Dropout``: ``y = x * mask``, ``mask`` in
-    ``{0, 1/(1-p)}`` per element. Any shape."""
+    ``{0, 1/(1-p)}`` per element. Any shape.
+
+    Reference: :func:`cnn.kernels.reference.dropout_mask`.
+    """
 
     def _mask_shape(self, x: np.ndarray) -> tuple[int, ...]:
         return x.shape
@@ -501,7 +519,10 @@ class Dropout(_DropoutBase):
 
 class Dropout2D(_DropoutBase):
     """Channel-wise inverted dropout, as ``torch.nn.Dropout2d``: each (sample, channel) feature map is
-    zeroed with probability ``p`` and kept ones are scaled by ``1/(1-p)``. Shapes: (N, C, H, W)."""
+    zeroed with probability ``p`` and kept ones are scaled by ``1/(1-p)``. Shapes: (N, C, H, W).
+
+    Reference: :func:`cnn.kernels.reference.dropout_mask` (of shape (N, C, 1, 1)).
+    """
 
     def _mask_shape(self, x: np.ndarray) -> tuple[int, ...]:
         _check_ndim(self, x, (4,), "(N, C, H, W)")
@@ -509,7 +530,10 @@ class Dropout2D(_DropoutBase):
 
 
 class Flatten(Layer):
-    """(N, d1, d2, ...) -> (N, d1*d2*...), as ``torch.nn.Flatten``; backward restores the shape."""
+    """(N, d1, d2, ...) -> (N, d1*d2*...), as ``torch.nn.Flatten``; backward restores the shape.
+
+    No kernel: a reshape, its own reference.
+    """
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,23 +1,16 @@
-"""The network: :class:`Sequential` containers and the :class:`CNN` classifier with ``fit`` / ``predict``.
+"""The :class:`CNN` classifier with ``fit`` / ``predict``; its :class:`Sequential` is :mod:`cnn.sequential`'s.
 
 ``CNN`` builds its layers from :func:`cnn.architecture.build_spec` into two :class:`Sequential` named
 ``features`` and ``classifier``, exactly as the PyTorch twin (:mod:`cnn.torch_model`) does, so both have
 the same ``state_dict`` keys (``features.0.weight``, ``features.1.running_mean``, ``classifier.5.bias``,
 ...) and weights move between them unchanged.
 
-Training (:meth:`CNN.fit`) uses the framework-agnostic pieces of :mod:`cnn.training`: the seeded batch
-order, the NaN/inf guard, the progress bar, callbacks, and resumable checkpoints written atomically at
-the end of every epoch (and mid-epoch on SIGINT/SIGTERM).
+Training (:meth:`CNN.fit`) runs the shared loop of :mod:`cnn.training` (:func:`~cnn.training.run_training`
+on a :class:`_NumpyFit`): the seeded batch order, the NaN/inf guard, the progress bar, callbacks, and
+resumable checkpoints written atomically at the end of every epoch (and mid-epoch on SIGINT/SIGTERM).
 
-Checkpoints (:meth:`CNN.save`, :meth:`CNN.load`) are one uncompressed ``.npz`` read without pickle::
-
-    __format__   "cnn-checkpoint" (JSON)        __version__  1 (JSON)
-    __config__   ArchConfig.to_dict() (JSON)    __dtype__    "float32" | "float64" (JSON)
-    __seed__     the model seed (JSON)          <state_dict key>  one array per parameter / buffer
-
-A resume checkpoint is the same file plus ``__resume__`` (JSON: epoch, batch, history, RNG states,
-optimizer/scheduler state with their arrays under ``optimizer/<i>`` and ``scheduler/<i>``), so
-``CNN.load`` also reads the model out of a resume checkpoint.
+Checkpoints (:meth:`CNN.save`, :meth:`CNN.load`, the resume checkpoint of ``fit``) are one uncompressed
+``.npz`` read without pickle; :mod:`cnn.checkpoint` describes the layout, writes and reads it.
 """
 
 from __future__ import annotations
@@ -31,40 +24,20 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from cnn import kernels
+from cnn import checkpoint, kernels
 from cnn.activations import ReLU
 from cnn.architecture import ArchConfig, LayerSpec, build_spec
 from cnn.errors import CheckpointError, ConfigError, DataError
-from cnn.layers import (
-    BatchNorm1D,
-    BatchNorm2D,
-    Conv2D,
-    Dense,
-    Dropout,
-    Dropout2D,
-    Flatten,
-    Layer,
-    MaxPool2D,
-)
+from cnn.layers import BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Dropout2D, Flatten, Layer, MaxPool2D
 from cnn.losses import CrossEntropyLoss
+from cnn.sequential import Sequential
 from cnn.training import (
     FitOptions,
     History,
     build_scheduler,
     check_fit_arguments,
-    check_format,
     check_labelled_data,
-    check_run_key,
-    decode_json,
-    encode_json,
-    format_members,
-    pack_state,
-    read_npz,
-    rng_state,
     run_training,
-    set_rng_state,
-    unpack_state,
-    write_npz_atomic,
 )
 
 __all__ = ["CNN", "Sequential"]
@@ -72,106 +45,6 @@ __all__ = ["CNN", "Sequential"]
 #: Default batch size of ``predict`` / ``predict_proba`` / ``score`` / ``evaluate``: large enough to keep
 #: the GEMMs efficient, small enough that the im2col columns of a batch stay ~100 MB (seed network).
 EVAL_BATCH_SIZE = 128
-
-_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _fuses_relu(layer: Layer, following: Layer | None) -> bool:
-    """Whether ``layer`` and the ``following`` one run fused: a batch norm and exactly a ReLU."""
-    return isinstance(layer, (BatchNorm1D, BatchNorm2D)) and type(following) is ReLU
-
-
-def _fuses_dropout(layer: Layer, following: Layer | None, x: np.ndarray) -> bool:
-    """Whether ``layer`` and the ``following`` one run fused: a max-pool and exactly a ``Dropout2D`` on a
-    floating-point input (the mask's dtype is then the pooled output's)."""
-    return type(layer) is MaxPool2D and type(following) is Dropout2D and getattr(x, "dtype", None) in _FLOATS
-
-
-class Sequential(Layer):
-    """Layers applied one after another; itself a :class:`~cnn.layers.Layer`.
-
-    ``forward`` runs ``layers[0] .. layers[-1]``; ``backward`` runs them in reverse. Parameter, gradient
-    and buffer names are ``"<index>.<name>"`` (``"0.weight"``, ``"1.running_mean"``), as in
-    ``torch.nn.Sequential``; the dicts are built on each access from the layers' own dicts, so they always
-    hold the layers' live arrays.
-    """
-
-    def __init__(self, layers: Iterable[Layer]) -> None:
-        self.layers: list[Layer] = list(layers)
-        self.training = True
-        self._ran: list[Layer] | None = None  # the (possibly fused) layers of the last forward
-
-    # The Layer attributes, as live views of the children (no setters: assign to a child's dict instead).
-    @property
-    def params(self) -> dict[str, np.ndarray]:  # type: ignore[override]
-        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
-
-    @property
-    def grads(self) -> dict[str, np.ndarray]:  # type: ignore[override]
-        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()}
-
-    @property
-    def buffers(self) -> dict[str, np.ndarray]:  # type: ignore[override]
-        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.buffers.items()}
-
-    def __len__(self) -> int:
-        return len(self.layers)
-
-    def __getitem__(self, i: int) -> Layer:
-        return self.layers[i]
-
-    def __iter__(self) -> Iterator[Layer]:
-        return iter(self.layers)
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        # A batch norm followed by a ReLU runs as one fused layer (BatchNorm.forward_relu: one pass over
-        # the data instead of two), and so does a max-pool followed by a Dropout2D
-        # (MaxPool2D.forward_dropout); the second layer stays in the list, so names and state_dict keys
-        # are unchanged. The layers that ran are recorded for backward.
-        ran: list[Layer] = []
-        i, layers = 0, self.layers
-        while i < len(layers):
-            layer = layers[i]
-            following = layers[i + 1] if i + 1 < len(layers) else None
-            if _fuses_relu(layer, following):
-                x = layer.forward_relu(x)  # type: ignore[attr-defined]
-                i += 2
-            elif _fuses_dropout(layer, following, x):
-                x = layer.forward_dropout(x, following)  # type: ignore[attr-defined]
-                i += 2
-            else:
-                x = layer.forward(x)
-                i += 1
-            ran.append(layer)
-        self._ran = ran
-        return x
-
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        for layer in reversed(self.layers if self._ran is None else self._ran):
-            grad_out = layer.backward(grad_out)
-        return grad_out
-
-    def train(self, mode: bool = True) -> Sequential:
-        self.training = mode
-        for layer in self.layers:
-            layer.train(mode)
-        return self
-
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        for layer in self.layers:
-            input_shape = layer.output_shape(input_shape)
-        return tuple(input_shape)
-
-    def state_items(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
-        """``(name, array)`` for every parameter then buffer of each layer, in layer order (torch order)."""
-        for i, layer in enumerate(self.layers):
-            for k, v in layer.params.items():
-                yield f"{prefix}{i}.{k}", v
-            for k, v in layer.buffers.items():
-                yield f"{prefix}{i}.{k}", v
-
-    def extra_repr(self) -> str:
-        return "\n" + "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers)) + "\n"
 
 
 def _make_layer(spec: LayerSpec, dtype: np.dtype, init_rng: np.random.Generator, dropout_seed: Any) -> Layer:
@@ -196,18 +69,6 @@ def _make_layer(spec: LayerSpec, dtype: np.dtype, init_rng: np.random.Generator,
     if spec.kind == "flatten":
         return Flatten()
     raise ConfigError(f"unknown layer kind {spec.kind!r} in the architecture spec")
-
-
-def _weight_shape(spec: LayerSpec) -> tuple[int, ...] | None:
-    """The ``weight`` shape of a conv/dense spec (torch layout), else None. Used to check a checkpoint's
-    config against its arrays *before* allocating a network (a corrupt config must not allocate GBs)."""
-    kw = spec.kwargs
-    if spec.kind == "conv2d":
-        k = kw["kernel_size"]
-        return (kw["out_channels"], kw["in_channels"], k, k)
-    if spec.kind == "dense":
-        return (kw["out_features"], kw["in_features"])
-    return None
 
 
 class CNN:
@@ -247,7 +108,7 @@ class CNN:
         seed: int = 0,
     ) -> None:
         self.config = ArchConfig(
-            input_shape=tuple(input_shape),
+            input_shape=tuple(input_shape),  # type: ignore[arg-type]  # ArchConfig checks it is (C, H, W)
             num_classes=num_classes,
             use_batchnorm=use_batchnorm,
             dropout_rate=dropout_rate,
@@ -468,34 +329,10 @@ class CNN:
             opt = optimizer
         sched = build_scheduler(scheduler, opt, make_scheduler, scheduler_kwargs)
 
-        def forward(xb: np.ndarray, yb: np.ndarray) -> tuple[float, int]:
-            logits = self.forward(xb)
-            batch_loss = loss_fn.forward(logits, yb)
-            # Counted before backward: layers may reuse their buffers from here on.
-            return batch_loss, int(np.count_nonzero(logits.argmax(axis=1) == yb))
-
-        def step() -> None:
-            self.backward(loss_fn.backward(), input_grad=False)
-            opt.step()
-
+        target = _NumpyFit(self, X, y, opt, sched, loss_fn)
+        options = FitOptions(epochs, batch_size, shuffle, seed, verbose, callbacks, checkpoint_path, resume)
         with kernels.blas_held():  # BLAS at one thread per pool worker for the whole loop
-            return run_training(
-                FitOptions(epochs, batch_size, shuffle, seed, verbose, callbacks, checkpoint_path, resume),
-                model=self,
-                # A slice gives views (no copy), an index array a gathered copy.
-                get_batch=lambda rows: (X[rows], y[rows]),
-                forward=forward,
-                step=step,
-                optimizer=opt,
-                get_lr=lambda: float(opt.lr),
-                scheduler=sched,
-                y=y,
-                message_file=sys.stderr,
-                validation_data=validation_data,
-                evaluate=self.evaluate,
-                save_checkpoint=self._save_training,
-                restore_checkpoint=self._restore_training,
-            )
+            return run_training(options, target, y, validation_data, message_file=sys.stderr)
 
     def _check_data(
         self, X: ArrayLike, y: ArrayLike, xname: str, yname: str
@@ -503,95 +340,6 @@ class CNN:
         """``X`` as a C-contiguous array of the model dtype ``(N, *input_shape)``, ``y`` as int64 ``(N,)``."""
         cfg = self.config
         return check_labelled_data(X, y, cfg.input_shape, cfg.num_classes, self.dtype, xname, yname)
-
-    # ------------------------------------------------------------------------------ resume checkpoints
-    def _dropout_layers(self) -> Iterator[tuple[str, Layer]]:
-        return ((name, layer) for name, layer in self.named_layers() if hasattr(layer, "rng"))
-
-    def _save_training(
-        self,
-        path: Path,
-        opt: Any,
-        sched: Any,
-        run_key: dict[str, Any],
-        history: History,
-        epoch: int,
-        batch: int,
-        partial: dict[str, float] | None,
-    ) -> None:
-        """Write the resume checkpoint: ``epoch`` epochs completed plus ``batch`` batches of the next."""
-        opt_tree, opt_arrays = pack_state(opt.state_dict(), "optimizer/")
-        sched_tree, sched_arrays = pack_state(None if sched is None else sched.state_dict(), "scheduler/")
-        resume = {
-            "epoch": epoch,
-            "batch": batch,
-            "partial": partial,
-            "history": dict(history),
-            "rng": {name: rng_state(layer.rng) for name, layer in self._dropout_layers()},
-            "optimizer": opt_tree,
-            "scheduler": sched_tree,
-            "run": run_key,
-        }
-        members = self._checkpoint_members()
-        members["__resume__"] = encode_json(resume)
-        members.update(opt_arrays)
-        members.update(sched_arrays)
-        write_npz_atomic(path, members)
-
-    def _restore_training(
-        self, path: Path, opt: Any, sched: Any, run_key: dict[str, Any]
-    ) -> tuple[int, int, dict[str, float] | None, History]:
-        """Load a resume checkpoint into the model, ``opt`` and ``sched``; return where to continue."""
-        members = read_npz(path)
-        check_format(members, path)
-        config, dtype, _ = self._read_header(members, path)
-        if config != self.config or dtype != self.dtype:
-            raise CheckpointError(
-                f"{path}: checkpoint is of another model ({config}, {dtype}); this model is "
-                f"({self.config}, {self.dtype})"
-            )
-        if "__resume__" not in members:
-            raise CheckpointError(
-                f"{path}: not a resume checkpoint (missing key '__resume__'): a model saved by CNN.save "
-                f"holds weights only; train it further with fit() without resume"
-            )
-        state = decode_json(members, "__resume__", path)
-        try:
-            check_run_key(state["run"], run_key, path)
-            epoch, batch, partial = int(state["epoch"]), int(state["batch"]), state["partial"]
-            history = History(state["history"])
-            if any(len(history[k]) != epoch for k in history) or (batch > 0) != (partial is not None):
-                raise CheckpointError(f"{path}: resume state is inconsistent (epoch {epoch}, batch {batch})")
-            if partial is not None:
-                partial = {k: partial[k] for k in ("loss_sum", "correct", "seen", "elapsed")}
-            rngs = dict(self._dropout_layers())
-            if set(state["rng"]) != set(rngs):
-                raise CheckpointError(
-                    f"{path}: RNG states for {sorted(state['rng'])}, expected {sorted(rngs)}"
-                )
-            opt_state = unpack_state(state["optimizer"], members, path)
-            sched_state = None if sched is None else unpack_state(state["scheduler"], members, path)
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            if isinstance(exc, CheckpointError):
-                raise
-            raise CheckpointError(f"{path}: malformed resume state ({type(exc).__name__}: {exc})") from None
-
-        # Load everything or nothing: the model is restored if the optimizer or scheduler refuses its state.
-        backup = self.state_dict(), {name: rng_state(layer.rng) for name, layer in rngs.items()}
-        try:
-            self.load_state_dict(self._model_state(members), source=str(path))
-            for name, st in state["rng"].items():
-                set_rng_state(rngs[name].rng, st, what=f"{path}: RNG of {name}")
-            opt.load_state_dict(opt_state)
-            if sched is not None:
-                sched.load_state_dict(sched_state)
-        except (CheckpointError, KeyError, TypeError, ValueError) as exc:
-            self.load_state_dict(backup[0])
-            for name, st in backup[1].items():
-                set_rng_state(rngs[name].rng, st)
-            msg = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
-            raise CheckpointError(msg) from None
-        return epoch + 1, batch, partial, history
 
     # --------------------------------------------------------------------------------------- inference
     def _batched_logits(self, X: ArrayLike, batch_size: int) -> Iterator[tuple[slice, np.ndarray]]:
@@ -699,7 +447,7 @@ class CNN:
             print_fn: called with the table (``print`` by default); None only returns it.
         """
         rows = [("Layer (type)", "Output shape", "Param #")]
-        shape = self.config.input_shape
+        shape: tuple[int, ...] = self.config.input_shape
         rows.append(("input", str((None, *shape)), ""))
         for name, layer in self.named_layers():
             shape = layer.output_shape(shape)
@@ -733,45 +481,13 @@ class CNN:
         return f"CNN(features={self.features!r}, classifier={self.classifier!r})"
 
     # ---------------------------------------------------------------------------------- save and load
-    def _checkpoint_members(self) -> dict[str, np.ndarray]:
-        members = format_members()
-        members["__config__"] = encode_json(self.config.to_dict())
-        members["__dtype__"] = encode_json(self.dtype.name)
-        members["__seed__"] = encode_json(self.seed)
-        members.update(self.state_dict())
-        return members
-
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write weights, buffers, architecture config, dtype and seed to one ``.npz``, atomically.
 
         Returns:
             The path written.
         """
-        return write_npz_atomic(path, self._checkpoint_members())
-
-    @staticmethod
-    def _read_header(members: Mapping[str, np.ndarray], path: Path | str) -> tuple[ArchConfig, np.dtype, int]:
-        raw = decode_json(members, "__config__", path)
-        if not isinstance(raw, dict):
-            raise CheckpointError(f"{path}: '__config__' must be a JSON object, found {type(raw).__name__}")
-        unknown = sorted(set(raw) - set(ArchConfig.__dataclass_fields__))
-        if unknown:
-            raise CheckpointError(f"{path}: '__config__' has unknown key '{unknown[0]}'")
-        try:
-            config = ArchConfig(**raw)
-        except (ConfigError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: '__config__' is not a valid architecture ({exc})") from None
-        dtype_name = decode_json(members, "__dtype__", path)
-        if dtype_name not in ("float16", "float32", "float64"):
-            raise CheckpointError(f"{path}: '__dtype__' must be float32 or float64, found {dtype_name!r}")
-        seed = decode_json(members, "__seed__", path) if "__seed__" in members else 0
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise CheckpointError(f"{path}: '__seed__' must be a non-negative int, found {seed!r}")
-        return config, np.dtype(dtype_name), seed
-
-    @staticmethod
-    def _model_state(members: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {k: v for k, v in members.items() if not k.startswith("__") and "/" not in k}
+        return checkpoint.write_npz_atomic(path, checkpoint.model_members(self))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CNN:
@@ -783,20 +499,51 @@ class CNN:
                 ``models/x.npz: not a cnn checkpoint (missing key '__config__')``.
         """
         path = Path(path)
-        members = read_npz(path)
-        check_format(members, path)
-        config, dtype, seed = cls._read_header(members, path)
-        state = cls._model_state(members)
-        # Check conv/dense weights against the config before allocating anything.
-        for part, specs in build_spec(config).items():
-            for i, spec in enumerate(specs):
-                want = _weight_shape(spec)
-                key = f"{part}.{i}.weight"
-                if want is not None and key in state and state[key].shape != want:
-                    raise CheckpointError(
-                        f"{path}: shape mismatch for '{key}': config says {want}, "
-                        f"checkpoint has {state[key].shape}"
-                    )
+        config, dtype, seed, state = checkpoint.read_model(path)  # weight shapes checked before allocating
         model = cls.from_config(config, dtype=dtype, seed=seed)
         model.load_state_dict(state, source=str(path))
         return model.eval()
+
+
+class _NumpyFit:
+    """One ``CNN.fit`` call as the shared loop drives it (a :class:`cnn.training.TrainingTarget`)."""
+
+    def __init__(self, model: CNN, X: np.ndarray, y: np.ndarray, opt: Any, sched: Any, loss_fn: Any) -> None:
+        self.model, self.X, self.y = model, X, y
+        self.optimizer, self.scheduler, self.loss_fn = opt, sched, loss_fn
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.lr)
+
+    def train_batch(self, rows: slice | np.ndarray) -> tuple[float, int]:
+        xb, yb = self.X[rows], self.y[rows]  # a slice gives views (no copy), an index array a gathered copy
+        logits = self.model.forward(xb)
+        batch_loss = self.loss_fn.forward(logits, yb)
+        # Counted before backward: layers may reuse their buffers from here on.
+        correct = int(np.count_nonzero(logits.argmax(axis=1) == yb))
+        if np.isfinite(batch_loss):  # a NaN/inf loss: no update (the loop raises TrainingDivergedError)
+            self.model.backward(self.loss_fn.backward(), input_grad=False)
+            self.optimizer.step()
+        return batch_loss, correct
+
+    def evaluate(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        return self.model.evaluate(X, y)
+
+    def save_training(
+        self,
+        path: Path,
+        run_key: dict[str, Any],
+        history: History,
+        epoch: int,
+        batch: int,
+        partial: dict[str, float] | None,
+    ) -> None:
+        checkpoint.save_resume(
+            self.model, path, self.optimizer, self.scheduler, run_key, history, epoch, batch, partial
+        )
+
+    def restore_training(
+        self, path: Path, run_key: dict[str, Any]
+    ) -> tuple[int, int, dict[str, float] | None, History]:
+        return checkpoint.restore_resume(self.model, path, self.optimizer, self.scheduler, run_key)

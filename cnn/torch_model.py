@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from torch import nn
 
 from cnn.architecture import ArchConfig, LayerSpec, build_spec
 from cnn.errors import CheckpointError, ConfigError
+from cnn.training import History, check_run_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from cnn.model import CNN
@@ -305,6 +307,158 @@ def load_state_dict_checked(
 
 
 # ---------------------------------------------------------------------------- transfer between frameworks
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> the first available of cuda, mps, cpu; otherwise ``torch.device(device)``, checked.
+
+    Raises :class:`ConfigError` for an unknown name or a device this machine does not have.
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    elif device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ConfigError(
+                f"train.device: unknown device {device!r}; use auto, cpu, cuda[:i] or mps"
+            ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device is {device!r} but CUDA is not available on this machine")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"train.device is {device!r} but MPS is not available on this machine")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"train.device: unsupported device type {dev.type!r}; use auto, cpu, cuda or mps")
+    return dev
+
+
+def default_threads() -> int:
+    """All cores this process may run on (its CPU affinity, else ``os.cpu_count()``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def configure_torch(threads: int | None = None, deterministic: bool = True) -> None:
+    """Process-wide torch settings for reproducible runs.
+
+    ``threads``: intra-op CPU threads (None = all cores). ``deterministic``: ``torch.use_deterministic_
+    algorithms(True)`` and cuDNN's deterministic, non-benchmarking mode; ``CUBLAS_WORKSPACE_CONFIG`` was
+    already set when :mod:`cnn.torch_model` was imported, before any CUDA context could exist.
+    """
+    if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
+        raise ConfigError(f"train.threads must be a positive int or null (= all cores), got {threads!r}")
+    n = default_threads() if threads is None else int(threads)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    if torch.are_deterministic_algorithms_enabled() != bool(deterministic):  # the first switch costs ~2 s
+        torch.use_deterministic_algorithms(bool(deterministic))
+    torch.backends.cudnn.deterministic = bool(deterministic)
+    torch.backends.cudnn.benchmark = not deterministic
+    if deterministic and torch.cuda.is_initialized() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        warnings.warn(  # only reachable if something removed the variable after import
+            "CUDA was initialised without CUBLAS_WORKSPACE_CONFIG; cuBLAS results may not be deterministic",
+            stacklevel=2,
+        )
+
+
+# --------------------------------------------------------------------------------- resume checkpoints
+#: Format tag of the ``.pt`` resume checkpoints written by :meth:`cnn.torch_train.TorchTrainer.fit`.
+RESUME_FORMAT = "cnn.TorchTrainer.resume/1"
+
+
+def save_resume(
+    model: TorchCNN,
+    path: Path,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    run_key: dict[str, Any],
+    history: History,
+    epoch: int,
+    batch: int,
+    partial: dict[str, float] | None,
+    device: torch.device,
+) -> None:
+    """Write ``TorchTrainer.fit``'s resume checkpoint: the model checkpoint plus ``epoch`` epochs completed
+    and ``batch`` batches of the next (with the epoch's ``partial`` sums), optimizer and scheduler states,
+    the torch RNG states (CPU, and ``device``'s when it is a GPU), the history and the ``run_key``."""
+    rng = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    state = model.checkpoint_dict()
+    state.update(
+        {
+            "resume_format": RESUME_FORMAT,
+            "epoch": epoch,
+            "batch": batch,
+            "partial": partial,
+            "history": {k: list(v) for k, v in history.items()},
+            "rng": rng,
+            "optimizer": _to_cpu(opt.state_dict()),
+            "scheduler": None if sched is None else sched.state_dict(),
+            "run": run_key,
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(state, path)
+
+
+def restore_resume(
+    model: TorchCNN,
+    path: Path,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    run_key: dict[str, Any],
+    device: torch.device,
+) -> tuple[int, int, dict[str, float] | None, History]:
+    """Load a resume checkpoint into ``model``, ``opt``, ``sched`` and the torch RNGs; return
+    ``(start_epoch, start_batch, partial, history)``. :class:`CheckpointError` for a model-only file,
+    another model, another run set-up (:func:`cnn.training.check_run_key`) or a malformed state."""
+    ckpt = read_checkpoint(path)
+    if ckpt.get("resume_format") != RESUME_FORMAT:
+        raise CheckpointError(
+            f"{path}: a model checkpoint, not a resume checkpoint (no resume_format={RESUME_FORMAT!r})"
+        )
+    mine = model.config.to_dict()
+    if ckpt["arch"] != mine or ckpt["dtype"] != str(model.dtype).removeprefix("torch."):
+        raise CheckpointError(
+            f"{path}: checkpoint is of another model ({ckpt['arch']}, {ckpt['dtype']}); this model is "
+            f"({mine}, {str(model.dtype).removeprefix('torch.')})"
+        )
+    try:
+        check_run_key(ckpt["run"], run_key, path)
+        epoch, batch, partial = int(ckpt["epoch"]), int(ckpt["batch"]), ckpt["partial"]
+        history = History(ckpt["history"])
+        load_state_dict_checked(model, ckpt["state_dict"], source=str(path))
+        opt.load_state_dict(ckpt["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"]["cpu"])
+        if device.type == "cuda" and "cuda" in ckpt["rng"]:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+    except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: malformed resume state ({type(exc).__name__}: {exc})") from None
+    return epoch + 1, batch, partial, history
+
+
+def _to_cpu(tree: Any) -> Any:
+    """A copy of a nested state with every tensor moved to the CPU (checkpoints load on any machine)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu().clone()
+    if isinstance(tree, dict):
+        return {k: _to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(_to_cpu(v) for v in tree)
+    return tree
+
+
 def to_torch(numpy_cnn: CNN, device: str | torch.device = "cpu") -> TorchCNN:
     """A :class:`TorchCNN` with the architecture, dtype, weights and BatchNorm buffers of ``numpy_cnn``.
 

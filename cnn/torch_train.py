@@ -31,6 +31,7 @@ partial sums), so a resumed run ends with the numbers of an uninterrupted one. I
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -43,13 +44,16 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import ArrayLike
 
-from cnn.errors import CheckpointError, ConfigError, DataError
-from cnn.torch_model import (
+from cnn.errors import ConfigError, DataError
+from cnn.torch_model import (  # the device settings and resume checkpoints live beside the model
+    RESUME_FORMAT,
     TorchCNN,
-    atomic_torch_save,
-    load_state_dict_checked,
+    configure_torch,
+    default_threads,
     numpy_dtype,
-    read_checkpoint,
+    resolve_device,
+    restore_resume,
+    save_resume,
 )
 from cnn.training import (
     FitOptions,
@@ -57,7 +61,6 @@ from cnn.training import (
     build_scheduler,
     check_fit_arguments,
     check_labelled_data,
-    check_run_key,
     run_training,
 )
 
@@ -67,77 +70,15 @@ __all__ = [
     "TorchTrainer",
     "WarmupThenPlateau",
     "configure_torch",
+    "default_threads",
     "make_torch_optimizer",
     "make_torch_scheduler",
     "resolve_device",
 ]
 
-#: Format tag of the ``.pt`` resume checkpoints written by :meth:`TorchTrainer.fit`.
-RESUME_FORMAT = "cnn.TorchTrainer.resume/1"
 #: Default batch size of predict / evaluate: inference keeps no activations for backward, so large
 #: batches are cheap; 512 keeps the seed network's peak activation memory near 100 MB in float32.
 EVAL_BATCH_SIZE = 512
-
-
-# ------------------------------------------------------------------------------------- device, threads
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> the first available of cuda, mps, cpu; otherwise ``torch.device(device)``, checked.
-
-    Raises :class:`ConfigError` for an unknown name or a device this machine does not have.
-    """
-    if isinstance(device, torch.device):
-        dev = device
-    elif device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    else:
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, TypeError) as exc:
-            raise ConfigError(
-                f"train.device: unknown device {device!r}; use auto, cpu, cuda[:i] or mps"
-            ) from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device is {device!r} but CUDA is not available on this machine")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"train.device is {device!r} but MPS is not available on this machine")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"train.device: unsupported device type {dev.type!r}; use auto, cpu, cuda or mps")
-    return dev
-
-
-def default_threads() -> int:
-    """All cores this process may run on (its CPU affinity, else ``os.cpu_count()``)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def configure_torch(threads: int | None = None, deterministic: bool = True) -> None:
-    """Process-wide torch settings for reproducible runs.
-
-    ``threads``: intra-op CPU threads (None = all cores). ``deterministic``: ``torch.use_deterministic_
-    algorithms(True)`` and cuDNN's deterministic, non-benchmarking mode; ``CUBLAS_WORKSPACE_CONFIG`` was
-    already set when :mod:`cnn.torch_model` was imported, before any CUDA context could exist.
-    """
-    if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
-        raise ConfigError(f"train.threads must be a positive int or null (= all cores), got {threads!r}")
-    n = default_threads() if threads is None else int(threads)
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    if torch.are_deterministic_algorithms_enabled() != bool(deterministic):  # the first switch costs ~2 s
-        torch.use_deterministic_algorithms(bool(deterministic))
-    torch.backends.cudnn.deterministic = bool(deterministic)
-    torch.backends.cudnn.benchmark = not deterministic
-    if deterministic and torch.cuda.is_initialized() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
-        warnings.warn(  # only reachable if something removed the variable after import
-            "CUDA was initialised without CUBLAS_WORKSPACE_CONFIG; cuBLAS results may not be deterministic",
-            stacklevel=2,
-        )
 
 
 # --------------------------------------------------------------------------- optimizers and schedulers
@@ -151,14 +92,15 @@ def make_torch_optimizer(
     to the config's 0.0, not torch's 1e-2). Validation is the NumPy factory's, so an invalid config raises
     the same :class:`ConfigError` in both frameworks.
     """
-    from cnn.optimizers import make_optimizer
+    from cnn.optimizers import SGD, Adam, make_optimizer
 
     ref = make_optimizer(name, [(np.zeros(1), np.zeros(1))], lr=lr, **kwargs)  # validates, fills defaults
     params = list(params)
-    if name == "sgd":
+    if isinstance(ref, SGD):
         return torch.optim.SGD(
             params, lr=float(lr), momentum=ref.momentum, nesterov=ref.nesterov, weight_decay=ref.weight_decay
         )
+    assert isinstance(ref, Adam)  # AdamW is an Adam
     cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
     return cls(params, lr=float(lr), betas=ref.betas, eps=ref.eps, weight_decay=ref.weight_decay)
 
@@ -224,11 +166,11 @@ def make_torch_scheduler(name: str | None, optimizer: torch.optim.Optimizer, **k
     elif isinstance(main_ref, S.ReduceLROnPlateau):
         main = lrs.ReduceLROnPlateau(
             optimizer,
-            mode=main_ref.mode,
+            mode=main_ref.mode,  # type: ignore[arg-type]  # checked by cnn.schedulers: 'min' or 'max'
             factor=main_ref.factor,
             patience=main_ref.patience,
             threshold=main_ref.threshold,
-            threshold_mode=main_ref.threshold_mode,
+            threshold_mode=main_ref.threshold_mode,  # type: ignore[arg-type]  # 'rel' or 'abs'
             cooldown=main_ref.cooldown,
             min_lr=main_ref.min_lr,
             eps=main_ref.eps,
@@ -294,7 +236,8 @@ class TorchTrainer:
             self.amp = False
         self.seed = int(seed)
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=self.memory_format)
+        # torch's stub of Module.to lacks memory_format, which Module.to accepts.
+        self.model = model.to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
         self.compile = bool(compile)
         self._forward: Callable[[torch.Tensor], torch.Tensor] = (
             torch.compile(self.model) if self.compile else self.model
@@ -434,106 +377,9 @@ class TorchTrainer:
                 f"cannot normalise; use batch_size >= 2"
             )
 
-        X_dev, y_dev = self._stage(X), self._stage(y)
-        loss_t: torch.Tensor | None = None  # the batch loss that `step` back-propagates
-
-        def get_batch(rows: slice | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-            if isinstance(rows, np.ndarray):
-                rows = torch.from_numpy(rows).to(X_dev.device)
-            return self._to_device(X_dev[rows]), self._to_device(y_dev[rows])
-
-        def forward(xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, int]:
-            nonlocal loss_t
-            with self._autocast():
-                logits = self._forward(xb)
-                loss_t = loss_fn(logits, yb)
-            return float(loss_t.detach()), int((logits.argmax(dim=1) == yb).sum())
-
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            loss_t.backward()
-            opt.step()
-
-        return run_training(
-            FitOptions(epochs, batch_size, shuffle, seed, verbose, callbacks, checkpoint_path, resume),
-            model=model,
-            get_batch=get_batch,
-            forward=forward,
-            step=step,
-            optimizer=opt,
-            get_lr=lambda: float(opt.param_groups[0]["lr"]),
-            scheduler=sched,
-            y=y,
-            validation_data=validation_data,
-            evaluate=self.evaluate,
-            save_checkpoint=self._save_training,
-            restore_checkpoint=self._restore_training,
-        )
-
-    # ------------------------------------------------------------------------------ resume checkpoints
-    def _save_training(
-        self,
-        path: Path,
-        opt: torch.optim.Optimizer,
-        sched: Any,
-        run_key: dict[str, Any],
-        history: History,
-        epoch: int,
-        batch: int,
-        partial: dict[str, float] | None,
-    ) -> None:
-        """Write the resume checkpoint: ``epoch`` epochs completed plus ``batch`` batches of the next."""
-        rng = {"cpu": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        state = self.model.checkpoint_dict()
-        state.update(
-            {
-                "resume_format": RESUME_FORMAT,
-                "epoch": epoch,
-                "batch": batch,
-                "partial": partial,
-                "history": {k: list(v) for k, v in history.items()},
-                "rng": rng,
-                "optimizer": _to_cpu(opt.state_dict()),
-                "scheduler": None if sched is None else sched.state_dict(),
-                "run": run_key,
-            }
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(state, path)
-
-    def _restore_training(
-        self, path: Path, opt: torch.optim.Optimizer, sched: Any, run_key: dict[str, Any]
-    ) -> tuple[int, int, dict[str, float] | None, History]:
-        """Load a resume checkpoint into the model, ``opt`` and ``sched``; return where to continue."""
-        ckpt = read_checkpoint(path)
-        if ckpt.get("resume_format") != RESUME_FORMAT:
-            raise CheckpointError(
-                f"{path}: a model checkpoint, not a resume checkpoint (no resume_format={RESUME_FORMAT!r})"
-            )
-        mine = self.model.config.to_dict()
-        if ckpt["arch"] != mine or ckpt["dtype"] != str(self.dtype).removeprefix("torch."):
-            raise CheckpointError(
-                f"{path}: checkpoint is of another model ({ckpt['arch']}, {ckpt['dtype']}); this model is "
-                f"({mine}, {str(self.dtype).removeprefix('torch.')})"
-            )
-        try:
-            check_run_key(ckpt["run"], run_key, path)
-            epoch, batch, partial = int(ckpt["epoch"]), int(ckpt["batch"]), ckpt["partial"]
-            history = History(ckpt["history"])
-            load_state_dict_checked(self.model, ckpt["state_dict"], source=str(path))
-            opt.load_state_dict(ckpt["optimizer"])
-            if sched is not None:
-                sched.load_state_dict(ckpt["scheduler"])
-            torch.set_rng_state(ckpt["rng"]["cpu"])
-            if self.device.type == "cuda" and "cuda" in ckpt["rng"]:
-                torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
-        except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as exc:
-            if isinstance(exc, CheckpointError):
-                raise
-            raise CheckpointError(f"{path}: malformed resume state ({type(exc).__name__}: {exc})") from None
-        return epoch + 1, batch, partial, history
+        target = _TorchFit(self, self._stage(X), self._stage(y), opt, sched, loss_fn)
+        options = FitOptions(epochs, batch_size, shuffle, seed, verbose, callbacks, checkpoint_path, resume)
+        return run_training(options, target, y, validation_data)
 
     # ------------------------------------------------------------------------------------- inference
     @torch.no_grad()
@@ -599,12 +445,66 @@ class TorchTrainer:
         return cls(TorchCNN.load(path).eval(), **options)
 
 
-def _to_cpu(tree: Any) -> Any:
-    """A copy of a nested state with every tensor moved to the CPU (checkpoints load on any machine)."""
-    if isinstance(tree, torch.Tensor):
-        return tree.detach().cpu().clone()
-    if isinstance(tree, dict):
-        return {k: _to_cpu(v) for k, v in tree.items()}
-    if isinstance(tree, list | tuple):
-        return type(tree)(_to_cpu(v) for v in tree)
-    return tree
+class _TorchFit:
+    """One ``TorchTrainer.fit`` call as the shared loop drives it (a :class:`cnn.training.TrainingTarget`);
+    ``X_dev`` / ``y_dev`` are the staged training set (:meth:`TorchTrainer._stage`)."""
+
+    def __init__(
+        self,
+        trainer: TorchTrainer,
+        X_dev: torch.Tensor,
+        y_dev: torch.Tensor,
+        opt: torch.optim.Optimizer,
+        sched: Any,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> None:
+        self.trainer, self.model, self.X_dev, self.y_dev = trainer, trainer.model, X_dev, y_dev
+        self.optimizer, self.scheduler, self.loss_fn = opt, sched, loss_fn
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def train_batch(self, rows: slice | np.ndarray) -> tuple[float, int]:
+        tr = self.trainer
+        idx = torch.from_numpy(rows).to(self.X_dev.device) if isinstance(rows, np.ndarray) else rows
+        xb, yb = tr._to_device(self.X_dev[idx]), tr._to_device(self.y_dev[idx])
+        with tr._autocast():
+            logits = tr._forward(xb)
+            loss_t = self.loss_fn(logits, yb)
+        batch_loss, correct = float(loss_t.detach()), int((logits.argmax(dim=1) == yb).sum())
+        if math.isfinite(batch_loss):  # a NaN/inf loss: no update (the loop raises TrainingDivergedError)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_t.backward()
+            self.optimizer.step()
+        return batch_loss, correct
+
+    def evaluate(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        return self.trainer.evaluate(X, y)
+
+    def save_training(
+        self,
+        path: Path,
+        run_key: dict[str, Any],
+        history: History,
+        epoch: int,
+        batch: int,
+        partial: dict[str, float] | None,
+    ) -> None:
+        save_resume(
+            self.model,
+            path,
+            self.optimizer,
+            self.scheduler,
+            run_key,
+            history,
+            epoch,
+            batch,
+            partial,
+            self.trainer.device,
+        )
+
+    def restore_training(
+        self, path: Path, run_key: dict[str, Any]
+    ) -> tuple[int, int, dict[str, float] | None, History]:
+        return restore_resume(self.model, path, self.optimizer, self.scheduler, run_key, self.trainer.device)

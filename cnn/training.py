@@ -13,37 +13,31 @@ record the same history, stop on the same faults and resume the same way:
 * :class:`ProgressBar` -- a tqdm bar with the running loss and accuracy (or nothing, ``verbose=0``);
 * :func:`step_scheduler` -- one scheduler step per epoch, plateau schedulers on a metric;
 * :func:`run_training` -- the epoch/batch loop itself (resume, interrupts, validation, checkpoints,
-  callbacks), given the framework's forward, step, batch getter, evaluation and checkpoint I/O;
-* checkpoint I/O without pickle: :func:`write_npz_atomic`, :func:`read_npz`, :func:`pack_state` /
-  :func:`unpack_state` (nested optimizer/scheduler state -> JSON + named arrays), :func:`rng_state` /
-  :func:`set_rng_state` (a NumPy ``Generator``'s state as JSON-ready data).
+  callbacks), driving a :class:`TrainingTarget`: the small interface each trainer implements (train on
+  a batch, the learning rate, evaluate, write and read its resume checkpoint).
 
-Nothing here imports a deep-learning framework; torch tensors pass through :func:`pack_state` as anything
-with ``__array__`` does.
+Checkpoint files (the pickle-free ``.npz`` container) live in :mod:`cnn.checkpoint`. Nothing here imports
+a deep-learning framework.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
 import sys
 import threading
 import time
-import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from cnn.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
-    "CHECKPOINT_VERSION",
     "HISTORY_KEYS",
     "CallbackList",
     "FitOptions",
@@ -51,27 +45,15 @@ __all__ = [
     "InterruptGuard",
     "ProgressBar",
     "TrainingInterrupted",
+    "TrainingTarget",
     "batch_order",
     "build_scheduler",
     "check_finite_loss",
     "check_fit_arguments",
-    "decode_json",
-    "encode_json",
-    "pack_state",
-    "read_npz",
-    "rng_state",
     "run_training",
     "scheduler_wants_metric",
-    "set_rng_state",
     "step_scheduler",
-    "unpack_state",
-    "write_npz_atomic",
 ]
-
-#: Value of the ``__format__`` member of every ``.npz`` checkpoint this library writes.
-CHECKPOINT_FORMAT = "cnn-checkpoint"
-#: Bumped when the checkpoint layout changes incompatibly; loaders reject newer versions.
-CHECKPOINT_VERSION = 1
 #: The keys of a training history, in order.
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_time")
 
@@ -453,59 +435,90 @@ class FitOptions(NamedTuple):
     resume: bool
 
 
+class TrainingTarget(Protocol):
+    """One ``fit`` call as :func:`run_training` drives it: a model with its optimizer, scheduler and data.
+
+    ``CNN.fit`` and ``TorchTrainer.fit`` each build one; the loop owns everything else (batch order,
+    history, guards, progress, callbacks, when to checkpoint).
+
+    Attributes:
+        model: the network; has ``training`` and ``train(mode)``.
+        optimizer: the built optimizer (its class name enters the run key).
+        scheduler: the built scheduler or None (stepped once per epoch by :func:`step_scheduler`).
+    """
+
+    model: Any
+    optimizer: Any
+    scheduler: Any
+
+    @property
+    def lr(self) -> float:
+        """The optimizer's current learning rate."""
+        ...
+
+    def train_batch(self, rows: slice | np.ndarray) -> tuple[float, int]:
+        """Train on the rows ``rows`` (a slice or an int64 index array) of the training set: forward,
+        then -- only if the loss is finite, so the NaN/inf guard sees the state before any update --
+        backward and one optimizer step. Returns ``(mean batch loss, number of correct predictions)``."""
+        ...
+
+    def evaluate(self, X: Any, y: Any) -> Mapping[str, float]:
+        """``{'loss': ..., 'accuracy': ...}`` on validation data (may leave the model in eval mode)."""
+        ...
+
+    def save_training(
+        self,
+        path: Path,
+        run_key: dict[str, Any],
+        history: History,
+        epoch: int,
+        batch: int,
+        partial: dict[str, float] | None,
+    ) -> None:
+        """Write the resume checkpoint: ``epoch`` epochs done plus ``batch`` batches of the next, whose
+        running sums are ``partial`` (``loss_sum``, ``correct``, ``seen``, ``elapsed``)."""
+        ...
+
+    def restore_training(
+        self, path: Path, run_key: dict[str, Any]
+    ) -> tuple[int, int, dict[str, float] | None, History]:
+        """Load a resume checkpoint (refusing another ``run_key``); return ``(start_epoch, start_batch,
+        partial, history)``."""
+        ...
+
+
 def run_training(
     options: FitOptions,
-    *,
-    model: Any,
-    forward: Callable[[Any, Any], tuple[float, int]],
-    step: Callable[[], None],
-    get_batch: Callable[[slice | np.ndarray], tuple[Any, Any]],
+    target: TrainingTarget,
     y: np.ndarray,
-    optimizer: Any,
-    scheduler: Any,
-    get_lr: Callable[[], float],
-    evaluate: Callable[[Any, Any], Mapping[str, float]],
-    validation_data: tuple[Any, Any] | None,
-    save_checkpoint: Callable[..., None],
-    restore_checkpoint: Callable[..., tuple[int, int, dict[str, Any] | None, History]],
+    validation_data: tuple[Any, Any] | None = None,
     message_file: Any = None,
 ) -> History:
     """The epoch/batch loop shared by ``CNN.fit`` and ``TorchTrainer.fit``; returns the :class:`History`.
 
-    The trainer supplies the framework-specific pieces; this function owns everything else, in this order:
+    The ``target`` supplies the framework-specific pieces (:class:`TrainingTarget`); this function owns
+    everything else, in this order:
 
     1. the run key (``n``, ``batch_size``, ``seed``, ``shuffle``, CRC-32 of ``y``, optimizer and scheduler
-       class names), then with ``resume`` the restore (or a "no checkpoint" note);
-    2. ``model.train()``; per epoch: ``lr = get_lr()``, the batch order (:func:`batch_order` if ``shuffle``,
-       else contiguous slices), a :class:`ProgressBar`, then per batch ``xb, yb = get_batch(rows)``
-       (``rows`` a slice or an index array), ``batch_loss, correct = forward(xb, yb)``, the NaN/inf guard
-       (:func:`check_finite_loss`, before any update), ``step()`` (backward + optimizer step), the running
-       sums; on SIGINT/SIGTERM mid-epoch, ``save_checkpoint(path, optimizer, scheduler, run_key, history,
-       epoch - 1, batch, partial)`` with the partial sums, then :class:`TrainingInterrupted`;
-    3. at the end of an epoch: ``evaluate(X_val, y_val)`` then ``model.train()``, ``History.append``,
-       :func:`step_scheduler`, ``save_checkpoint(..., epoch, 0, None)``, the bar's summary,
-       ``samples_per_sec`` (this process's share of the epoch), ``on_epoch_end``, and a pending interrupt;
+       class names), then with ``resume`` ``target.restore_training`` (or a "no checkpoint" note);
+    2. ``model.train()``; per epoch: ``lr = target.lr``, the batch order (:func:`batch_order` if
+       ``shuffle``, else contiguous slices), a :class:`ProgressBar`, then per batch
+       ``batch_loss, correct = target.train_batch(rows)``, the NaN/inf guard (:func:`check_finite_loss`;
+       the target did not step), the running sums; on SIGINT/SIGTERM mid-epoch,
+       ``target.save_training(path, run_key, history, epoch - 1, batch, partial)`` with the partial sums,
+       then :class:`TrainingInterrupted`;
+    3. at the end of an epoch: ``target.evaluate(X_val, y_val)`` then ``model.train()``,
+       ``History.append``, :func:`step_scheduler`, ``target.save_training(..., epoch, 0, None)``, the
+       bar's summary, ``samples_per_sec`` (this process's share of the epoch), ``on_epoch_end``, and a
+       pending interrupt;
     4. ``on_train_end(history)``; ``model.train(was_training)`` however the loop ends.
 
     Args:
         options: ``fit``'s pass-through arguments, already checked (``seed`` already defaulted).
-        model: has ``training`` and ``train(mode)``.
-        get_batch: rows of the training set (a slice or an index array) -> ``(xb, yb)`` ready for
-            ``forward``; ``len(yb)`` is the batch size.
-        forward: ``(xb, yb) -> (mean batch loss, number of correct predictions)``. Split from ``step`` so
-            the NaN guard runs before any update; NumPy counts ``correct`` here, before backward, because
-            its layers reuse their buffers.
-        step: backward pass and optimizer step for the batch ``forward`` just saw.
-        optimizer, scheduler: the built objects (their class names enter the run key; the scheduler is
-            stepped once per epoch by :func:`step_scheduler`).
-        get_lr: the optimizer's current learning rate.
+        target: the model, optimizer, scheduler and training data of this fit.
         y: the training labels ``(N,)`` int64 (size of the set, and the run key's CRC).
+        validation_data: ``(X_val, y_val)`` as ``target.evaluate`` takes them, or None.
         message_file: where the resume notes are printed (None: stdout).
-        validation_data: ``(X_val, y_val)`` as ``evaluate`` takes them, or None.
-        evaluate: ``(X_val, y_val) -> {'loss': ..., 'accuracy': ...}`` (may leave the model in eval mode).
-        save_checkpoint: ``(path, optimizer, scheduler, run_key, history, epoch, batch, partial)``.
-        restore_checkpoint: ``(path, optimizer, scheduler, run_key) -> (start_epoch, start_batch, partial,
-            history)``.
     """
     epochs, batch_size, shuffle, seed, verbose, callbacks, checkpoint_path, resume = options
     n = len(y)
@@ -516,8 +529,8 @@ def run_training(
         "seed": seed,
         "shuffle": bool(shuffle),
         "labels_crc32": zlib.crc32(np.ascontiguousarray(y).tobytes()),
-        "optimizer": type(optimizer).__name__,
-        "scheduler": None if scheduler is None else type(scheduler).__name__,
+        "optimizer": type(target.optimizer).__name__,
+        "scheduler": None if target.scheduler is None else type(target.scheduler).__name__,
     }
     history = History()
     start_epoch, start_batch, partial = 1, 0, None
@@ -526,9 +539,7 @@ def run_training(
         if ckpt is None:
             raise ConfigError("fit: resume=True needs a checkpoint_path")
         if ckpt.exists():
-            start_epoch, start_batch, partial, history = restore_checkpoint(
-                ckpt, optimizer, scheduler, run_key
-            )
+            start_epoch, start_batch, partial, history = target.restore_training(ckpt, run_key)
             if verbose:
                 print(
                     f"resuming from {ckpt}: epoch {start_epoch}, batch {start_batch}/{num_batches}",
@@ -539,12 +550,13 @@ def run_training(
             print(f"no checkpoint at {ckpt}: starting from epoch 1", file=message_file, flush=True)
 
     cbs = CallbackList(callbacks)
+    model = target.model
     was_training = model.training
     model.train()
     try:
         with InterruptGuard() as guard:
             for epoch in range(start_epoch, epochs + 1):
-                lr = get_lr()
+                lr = target.lr
                 order = batch_order(n, batch_size, epoch, seed, shuffle) if shuffle else None
                 bar = ProgressBar(num_batches, epoch, epochs, verbose, initial=start_batch)
                 if partial:
@@ -558,14 +570,16 @@ def run_training(
                     loss_sum, correct, seen, elapsed = 0.0, 0, 0, 0.0
                 t0 = time.perf_counter()
                 for b in range(start_batch, num_batches):
-                    rows = slice(b * batch_size, (b + 1) * batch_size) if order is None else order[b]
-                    xb, yb = get_batch(rows)
-                    batch_loss, batch_correct = forward(xb, yb)
+                    rows: slice | np.ndarray
+                    if order is None:  # contiguous; the last batch runs to the end, as in batch_order
+                        rows = slice(b * batch_size, n if b + 1 == num_batches else (b + 1) * batch_size)
+                    else:
+                        rows = order[b]
+                    batch_loss, batch_correct = target.train_batch(rows)
                     if not math.isfinite(batch_loss):
                         bar.abandon()
-                        check_finite_loss(batch_loss, epoch, b + 1, num_batches, get_lr())
-                    step()
-                    m = len(yb)
+                        check_finite_loss(batch_loss, epoch, b + 1, num_batches, target.lr)
+                    m = len(range(n)[rows]) if isinstance(rows, slice) else len(rows)
                     loss_sum += batch_loss * m
                     correct += batch_correct
                     seen += m
@@ -581,14 +595,12 @@ def run_training(
                                 "seen": seen,
                                 "elapsed": elapsed,
                             }
-                            save_checkpoint(
-                                ckpt, optimizer, scheduler, run_key, history, epoch - 1, b + 1, part
-                            )
+                            target.save_training(ckpt, run_key, history, epoch - 1, b + 1, part)
                         raise guard.interrupted(ckpt, epoch, b + 1, num_batches)
                 t_trained = time.perf_counter()
                 val_loss = val_acc = None
                 if validation_data is not None:
-                    val = evaluate(*validation_data)
+                    val = target.evaluate(*validation_data)
                     val_loss, val_acc = val["loss"], val["accuracy"]
                     model.train()
                 history.append(
@@ -600,9 +612,9 @@ def run_training(
                     epoch_time=elapsed + (time.perf_counter() - t0),
                 )
                 logs = history.last()
-                step_scheduler(scheduler, logs)
+                step_scheduler(target.scheduler, logs)
                 if ckpt is not None:
-                    save_checkpoint(ckpt, optimizer, scheduler, run_key, history, epoch, 0, None)
+                    target.save_training(ckpt, run_key, history, epoch, 0, None)
                 bar.close(logs)
                 # Throughput of this process's share of the epoch (a resumed epoch counts its rest).
                 seen_here = seen - (int(partial["seen"]) if partial else 0)
@@ -615,253 +627,3 @@ def run_training(
     finally:
         model.train(was_training)
     return history
-
-
-# --------------------------------------------------------------------------------------------------------
-# Checkpoint I/O (no pickle anywhere)
-# --------------------------------------------------------------------------------------------------------
-def encode_json(obj: Any) -> np.ndarray:
-    """A JSON document as a 0-d unicode array: an ``.npz`` member that loads without pickle."""
-    return np.array(json.dumps(obj, sort_keys=True))
-
-
-def decode_json(members: Mapping[str, np.ndarray], key: str, path: str | os.PathLike[str]) -> Any:
-    """Parse the JSON member ``key`` of a loaded checkpoint; :class:`CheckpointError` if it is not one."""
-    if key not in members:
-        raise CheckpointError(f"{path}: not a cnn checkpoint (missing key '{key}')")
-    arr = members[key]
-    if arr.ndim != 0 or arr.dtype.kind != "U":
-        raise CheckpointError(f"{path}: member '{key}' must be a JSON string, found {arr.dtype} {arr.shape}")
-    try:
-        return json.loads(str(arr))
-    except (ValueError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: member '{key}' is not valid JSON ({exc})") from None
-
-
-def write_npz_atomic(path: str | os.PathLike[str], members: Mapping[str, np.ndarray]) -> Path:
-    """Write ``members`` as an uncompressed ``.npz`` at ``path`` atomically.
-
-    The data go to ``<path>.tmp`` in the same directory, are flushed to disk, then renamed over ``path``
-    (``os.replace``), so a reader or a crash sees the old file or the new one, never half of one. Parent
-    directories are created. No member may need pickle (object arrays are refused).
-    """
-    path = Path(path)
-    if path.suffix != ".npz":
-        raise CheckpointError(f"{path}: checkpoint files must end in .npz")
-    arrays = {k: np.asarray(v) for k, v in members.items()}
-    for k, v in arrays.items():
-        if v.dtype.hasobject:
-            raise CheckpointError(f"{path}: member '{k}' is an object array, which would need pickle")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-# Failures that mean "these bytes are not a valid .npz": zip structure, npy headers (parsed with
-# ast.literal_eval), data sizes, CRCs, absurd shapes.
-_CORRUPT = (
-    OSError,
-    EOFError,
-    ValueError,
-    KeyError,
-    IndexError,
-    TypeError,
-    SyntaxError,
-    MemoryError,
-    OverflowError,
-    RecursionError,
-    UnicodeDecodeError,
-    NotImplementedError,
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-    zlib.error,
-)
-
-
-#: Deflated members may expand at most this much: real weights compress poorly, a zip bomb compresses ~1000x.
-_MAX_COMPRESSION_RATIO = 200
-
-
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
-    """One ``.npy`` member, its header checked against the member's size before any data is allocated."""
-    if info.compress_type != zipfile.ZIP_STORED and info.file_size > max(
-        _MAX_COMPRESSION_RATIO * info.compress_size, 2**20
-    ):
-        raise ValueError(
-            f"compressed {info.compress_size} bytes claim to expand to {info.file_size} (a zip bomb?)"
-        )
-    with zf.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"unsupported .npy format version {version}")
-        if dtype.hasobject:
-            raise ValueError("object array (would need pickle)")
-        count = math.prod(shape)
-        expected = f.tell() + count * dtype.itemsize
-        if expected != info.file_size:
-            raise ValueError(
-                f"header says {shape} {dtype} ({expected} bytes) but the member holds {info.file_size}"
-            )
-        data = f.read(count * dtype.itemsize)
-        if len(data) != count * dtype.itemsize:
-            raise ValueError("truncated data")
-    arr = np.frombuffer(data, dtype=dtype)
-    if fortran:
-        return arr.reshape(shape[::-1]).T.copy()
-    return arr.reshape(shape).copy()
-
-
-def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Every member of the ``.npz`` at ``path``, read eagerly and without pickle.
-
-    Any file that is missing, not a zip, truncated, has a corrupt member (bad CRC, bad ``.npy`` header,
-    size not matching its header, object dtype) raises :class:`CheckpointError` naming the file and the
-    member; nothing else escapes (a fuzzed file cannot trigger a huge allocation: sizes are checked first).
-
-    Returns:
-        ``{member name without '.npy': array}``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    members: dict[str, np.ndarray] = {}
-    name = None
-    try:
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                name = info.filename
-                if not name.endswith(".npy"):
-                    raise ValueError("not a .npy member")
-                members[name[: -len(".npy")]] = _read_member(zf, info)
-    except _CORRUPT as exc:
-        where = f" (member '{name}')" if name is not None else ""
-        raise CheckpointError(f"{path}: not a readable .npz checkpoint{where}: {exc}") from None
-    return members
-
-
-def check_format(members: Mapping[str, np.ndarray], path: str | os.PathLike[str]) -> int:
-    """Check the ``__format__``/``__version__`` tags of a loaded checkpoint; return its version."""
-    fmt = decode_json(members, "__format__", path)
-    if fmt != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path}: not a cnn checkpoint (__format__ is {fmt!r}, expected '{CHECKPOINT_FORMAT}')"
-        )
-    version = decode_json(members, "__version__", path)
-    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint version {version!r} is not supported "
-            f"(this library reads versions 1..{CHECKPOINT_VERSION})"
-        )
-    return version
-
-
-def format_members() -> dict[str, np.ndarray]:
-    """The ``__format__`` and ``__version__`` members every checkpoint starts with."""
-    return {"__format__": encode_json(CHECKPOINT_FORMAT), "__version__": encode_json(CHECKPOINT_VERSION)}
-
-
-def pack_state(tree: Any, prefix: str) -> tuple[Any, dict[str, np.ndarray]]:
-    """Split a nested state (an optimizer's or scheduler's ``state_dict()``) into JSON and arrays.
-
-    Arrays (anything with ``__array__`` that is not a Python scalar, e.g. ndarrays or CPU torch tensors)
-    become members ``f"{prefix}{i}"`` and are replaced in the tree by ``{"__array__": name}``. Tuples and
-    dicts with non-string keys are tagged so :func:`unpack_state` rebuilds them exactly; NumPy scalars
-    become Python numbers.
-
-    Returns:
-        ``(json_tree, {member name: ndarray})``.
-    """
-    arrays: dict[str, np.ndarray] = {}
-
-    def enc(x: Any) -> Any:
-        if x is None or isinstance(x, (bool, int, float, str)):
-            return x
-        if isinstance(x, np.generic):
-            return x.item()
-        if isinstance(x, Mapping):
-            if all(isinstance(k, str) for k in x):
-                if any(k.startswith("__") and k.endswith("__") for k in x):
-                    return {"__items__": [[k, enc(v)] for k, v in x.items()]}
-                return {k: enc(v) for k, v in x.items()}
-            return {"__items__": [[enc(k), enc(v)] for k, v in x.items()]}
-        if isinstance(x, tuple):
-            return {"__tuple__": [enc(v) for v in x]}
-        if isinstance(x, list):
-            return [enc(v) for v in x]
-        if hasattr(x, "__array__"):
-            name = f"{prefix}{len(arrays)}"
-            arrays[name] = np.array(x)  # a copy: the caller keeps mutating its state
-            return {"__array__": name}
-        raise TypeError(f"cannot store a {type(x).__name__} in a checkpoint state")
-
-    return enc(tree), arrays
-
-
-def unpack_state(
-    tree: Any,
-    members: Mapping[str, np.ndarray],
-    path: str | os.PathLike[str],
-    to_array: Callable[[np.ndarray], Any] | None = None,
-) -> Any:
-    """Inverse of :func:`pack_state`; ``to_array`` converts each array (e.g. ``torch.from_numpy``).
-
-    Raises :class:`CheckpointError` if the tree names a member the file does not have.
-    """
-
-    def dec(x: Any) -> Any:
-        if isinstance(x, list):
-            return [dec(v) for v in x]
-        if isinstance(x, dict):
-            if set(x) == {"__array__"}:
-                name = x["__array__"]
-                if not isinstance(name, str) or name not in members:
-                    raise CheckpointError(f"{path}: state refers to array member {name!r}, which is missing")
-                arr = members[name]
-                return to_array(arr) if to_array is not None else arr
-            if set(x) == {"__tuple__"}:
-                return tuple(dec(v) for v in x["__tuple__"])
-            if set(x) == {"__items__"}:
-                return {_hashable(dec(k)): dec(v) for k, v in x["__items__"]}
-            return {k: dec(v) for k, v in x.items()}
-        return x
-
-    try:
-        return dec(tree)
-    except (TypeError, ValueError, RecursionError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        raise CheckpointError(f"{path}: malformed state ({exc})") from None
-
-
-def _hashable(k: Any) -> Any:
-    if isinstance(k, list):
-        return tuple(_hashable(v) for v in k)
-    return k
-
-
-def rng_state(gen: np.random.Generator) -> dict[str, Any]:
-    """The state of ``gen``'s bit generator as JSON-ready data (Python ints are arbitrary precision)."""
-    return gen.bit_generator.state
-
-
-def set_rng_state(gen: np.random.Generator, state: Mapping[str, Any], what: str = "rng") -> None:
-    """Restore a state from :func:`rng_state`; :class:`CheckpointError` if it does not fit ``gen``."""
-    try:
-        gen.bit_generator.state = dict(state)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise CheckpointError(
-            f"cannot restore {what}: expected a {type(gen.bit_generator).__name__} state, found {exc}"
-        ) from None

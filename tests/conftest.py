@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests that need torch skip cleanly where it is not installed."""
+"""Shared fixtures, and the CI rule: under ``CI=true`` a skip fails the run, except a test marked ``cuda``
+(tests/helpers/ci_skips.py). Elsewhere, tests that need torch skip cleanly where it is not installed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+# The hooks of the CI rule, registered for the whole suite by being names in this conftest.
+from tests.helpers.ci_skips import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,7 @@
-"""``import cnn`` picks OpenBLAS's kernels for the CPU before NumPy loads them (cnn.blas)."""
+"""``import cnn`` picks OpenBLAS's kernels for the CPU before NumPy loads them (cnn.blas).
+
+The choice is a pure function of the CPU's facts (vendor, family, flags), so every case is tested here
+whatever CPU runs the tests: the facts are injected, never read from this machine."""
 
 from __future__ import annotations
 
@@ -9,34 +12,75 @@ from pathlib import Path
 
 import pytest
 
-from cnn.blas import AUTO_ENV, CORETYPE_ENV, preferred_openblas_coretype
+from cnn.blas import (
+    AUTO_ENV,
+    CORETYPE_ENV,
+    CpuFacts,
+    coretype_to_set,
+    preferred_environment,
+    preferred_openblas_coretype,
+    read_cpu_facts,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
+ZEN4 = CpuFacts("AuthenticAMD", 25, frozenset({"avx2", "fma", "avx512f", "avx512dq", "avx512bw"}))
+ZEN3 = CpuFacts("AuthenticAMD", 25, frozenset({"avx2", "fma"}))
+ZEN5 = CpuFacts("AuthenticAMD", 26, frozenset({"avx2", "fma", "avx512f"}))
+INTEL_AVX512 = CpuFacts("GenuineIntel", 6, frozenset({"avx2", "fma", "avx512f"}))
+INTEL_AVX2 = CpuFacts("GenuineIntel", 6, frozenset({"avx2", "fma"}))
+UNKNOWN = CpuFacts()
 
-def cpuinfo(vendor: str, family: int, flags: str) -> str:
-    """Two processors' blocks of ``/proc/cpuinfo``."""
-    block = "processor\t: {}\nvendor_id\t: " + vendor + f"\ncpu family\t: {family}\nmodel\t\t: 17\n"
-    block += f"flags\t\t: {flags}\n"
+
+def cpuinfo(cpu: CpuFacts) -> str:
+    """Two processors' blocks of ``/proc/cpuinfo`` for ``cpu``."""
+    block = f"processor\t: {{}}\nvendor_id\t: {cpu.vendor}\ncpu family\t: {cpu.family}\nmodel\t\t: 17\n"
+    block += "flags\t\t: fpu sse2 " + " ".join(sorted(cpu.flags)) + "\n"
     return block.format(0) + "\n" + block.format(1)
 
 
-ZEN4 = cpuinfo("AuthenticAMD", 25, "fpu sse2 avx avx2 fma avx512f avx512dq avx512bw")
-
-
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("cpu", "expected"),
     [
         (ZEN4, "Haswell"),  # Zen 4: OpenBLAS would pick its SkylakeX AVX-512 kernels
-        (cpuinfo("AuthenticAMD", 25, "fpu sse2 avx avx2 fma"), None),  # Zen 3: OpenBLAS already uses AVX2
-        (cpuinfo("AuthenticAMD", 26, "avx2 fma avx512f"), None),  # Zen 5: full-width AVX-512, not measured
-        (cpuinfo("GenuineIntel", 6, "avx2 fma avx512f"), None),
-        ("", None),
-        ("garbage without colons\n", None),
+        (ZEN3, None),  # family 25 without AVX-512: OpenBLAS already uses AVX2
+        (ZEN5, None),  # full-width AVX-512, not measured
+        (INTEL_AVX512, None),
+        (INTEL_AVX2, None),
+        (UNKNOWN, None),
     ],
+    ids=["zen4", "zen3", "zen5", "intel-avx512", "intel-avx2", "unknown"],
 )
-def test_the_avx2_kernels_are_preferred_only_on_zen4(text, expected):
-    assert preferred_openblas_coretype(text) == expected
+def test_the_avx2_kernels_are_preferred_only_on_zen4(cpu, expected):
+    assert preferred_openblas_coretype(cpu) == expected
+    assert preferred_openblas_coretype(cpuinfo(cpu)) == expected  # the same facts, read from text
+
+
+def test_cpu_facts_are_read_from_the_first_processor_of_proc_cpuinfo(tmp_path):
+    assert CpuFacts.parse(cpuinfo(ZEN4)).vendor == "AuthenticAMD"
+    assert CpuFacts.parse(cpuinfo(ZEN4)).family == 25
+    assert {"avx512f", "avx2", "sse2"} <= CpuFacts.parse(cpuinfo(ZEN4)).flags
+    assert CpuFacts.parse("") == CpuFacts.parse("garbage without colons\n") == UNKNOWN
+    assert CpuFacts.parse("cpu family\t: not a number\n").family == -1
+    (tmp_path / "cpuinfo").write_text(cpuinfo(INTEL_AVX512))
+    assert read_cpu_facts(tmp_path / "cpuinfo").vendor == "GenuineIntel"
+    assert read_cpu_facts(tmp_path / "missing") == UNKNOWN  # no /proc/cpuinfo: OpenBLAS decides
+
+
+@pytest.mark.parametrize("cpu", [ZEN4, ZEN5, INTEL_AVX512], ids=["zen4", "zen5", "intel-avx512"])
+def test_a_preset_coretype_or_the_opt_out_is_never_overridden(cpu):
+    preferred = preferred_openblas_coretype(cpu)
+    assert coretype_to_set({}, cpu) == preferred
+    assert coretype_to_set({CORETYPE_ENV: "Zen"}, cpu) is None
+    assert coretype_to_set({AUTO_ENV: "0"}, cpu) is None
+    assert coretype_to_set({AUTO_ENV: "1"}, cpu) == preferred
+
+
+def test_the_preferred_environment_for_a_child_process_respects_the_same_switches():
+    assert preferred_environment({"PATH": "/bin"}, ZEN4) == {"PATH": "/bin", CORETYPE_ENV: "Haswell"}
+    assert preferred_environment({"PATH": "/bin"}, ZEN5) == {"PATH": "/bin"}
+    assert preferred_environment({AUTO_ENV: "0"}, ZEN4) == {AUTO_ENV: "0"}
+    assert preferred_environment({CORETYPE_ENV: "Zen"}, ZEN4) == {CORETYPE_ENV: "Zen"}
 
 
 def run_python(code: str, **env: str | None) -> str:
@@ -53,6 +97,17 @@ def run_python(code: str, **env: str | None) -> str:
 
 
 SHOW = "import os; print(os.environ.get('OPENBLAS_CORETYPE'))"
+KERNELS = "from cnn.blas import openblas_kernels; print(openblas_kernels())"
+# Loads cnn/blas.py on its own (standard library only, so NumPy stays unloaded) and lets it decide for
+# an injected Zen 4 before ``import cnn``: the whole chain, facts -> variable -> OpenBLAS, on any CPU.
+AS_IF_ZEN4 = (
+    "import importlib.util, sys; "
+    f"spec = importlib.util.spec_from_file_location('blas_alone', {str(ROOT / 'cnn' / 'blas.py')!r}); "
+    "blas = importlib.util.module_from_spec(spec); sys.modules['blas_alone'] = blas; "
+    "spec.loader.exec_module(blas); "
+    "blas.select_openblas_kernels(blas.CpuFacts('AuthenticAMD', 25, frozenset({'avx512f'}))); "
+    "import cnn; "
+)
 
 
 def test_importing_cnn_first_sets_the_preferred_kernels_for_this_cpu():
@@ -65,19 +120,10 @@ def test_nothing_is_changed_when_numpy_was_imported_first_or_the_user_chose():
     assert run_python("import cnn; " + SHOW, **{CORETYPE_ENV: "Zen"}) == "Zen"
 
 
-@pytest.mark.skipif(preferred_openblas_coretype() is None, reason="only Zen 4 CPUs get other kernels")
-def test_numpy_runs_on_the_chosen_kernels_here():
-    code = "import cnn; from cnn.blas import openblas_kernels; print(openblas_kernels())"
-    assert run_python(code) == preferred_openblas_coretype()
-    assert run_python(code, **{AUTO_ENV: "0"}) != preferred_openblas_coretype()
-
-
-def test_the_preferred_environment_for_a_child_process_respects_the_same_switches():
-    from cnn.blas import preferred_environment
-
-    assert preferred_environment({"PATH": "/bin"}) == {
-        "PATH": "/bin",
-        **({CORETYPE_ENV: preferred_openblas_coretype()} if preferred_openblas_coretype() else {}),
-    }
-    assert preferred_environment({AUTO_ENV: "0"}) == {AUTO_ENV: "0"}
-    assert preferred_environment({CORETYPE_ENV: "Zen"}) == {CORETYPE_ENV: "Zen"}
+@pytest.mark.skipif(sys.platform != "linux", reason="OpenBLAS core types are chosen from /proc/cpuinfo")
+def test_numpy_runs_on_the_kernels_chosen_for_an_injected_zen4():
+    assert run_python(AS_IF_ZEN4 + SHOW) == "Haswell"
+    assert run_python(AS_IF_ZEN4 + KERNELS) == "Haswell"
+    # Opting out leaves OpenBLAS's own choice for this CPU, the one it makes with NumPy imported first.
+    own_choice = run_python("import numpy; " + KERNELS)
+    assert run_python(AS_IF_ZEN4 + KERNELS, **{AUTO_ENV: "0"}) == own_choice

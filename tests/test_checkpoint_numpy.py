@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from cnn import CNN
+from cnn.checkpoint import encode_json, read_npz, write_npz_atomic
 from cnn.errors import CheckpointError
-from cnn.training import encode_json, read_npz, write_npz_atomic
 
 TINY = dict(input_shape=(1, 8, 8), num_classes=3, conv_channels=((4,), (6,)), dense_units=(8,))
 
@@ -23,6 +23,27 @@ def trained_tiny(dtype=np.float32, seed: int = 0) -> CNN:
     model = CNN(**TINY, dtype=dtype, seed=seed)
     model.fit(rng.standard_normal((16, 1, 8, 8)), rng.integers(0, 3, 16), epochs=1, batch_size=8, verbose=0)
     return model
+
+
+def moved(model: CNN, seed: int = 1) -> CNN:
+    """``model`` with every parameter and buffer (BatchNorm running statistics and batch counts included)
+    shifted away from its value, so a load that ignored any array cannot pass for a round trip."""
+    rng = np.random.default_rng(seed)
+    model.load_state_dict(
+        {
+            k: v + (rng.uniform(0.5, 1.5, v.shape) if v.dtype.kind == "f" else 3)
+            for k, v in model.state_dict().items()
+        }
+    )
+    return model
+
+
+def assert_every_array_differs_from_a_fresh_model(model: CNN) -> None:
+    """What a load that ignored the file's arrays would produce is a fresh model of the same config,
+    dtype and seed: check that it differs from ``model`` in every array, weights and buffers alike."""
+    fresh = CNN.from_config(model.config, dtype=model.dtype, seed=model.seed).state_dict()
+    for k, v in model.state_dict().items():
+        assert not np.array_equal(v, fresh[k]), f"{k} still has its initial value"
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +65,7 @@ def rewrite(src, dst, change: dict | None = None, drop: tuple[str, ...] = ()) ->
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_save_then_load_gives_identical_predictions_and_state(tmp_path, dtype) -> None:
     model = trained_tiny(dtype)
+    assert_every_array_differs_from_a_fresh_model(model)  # training moved weights and running statistics
     path = model.save(tmp_path / "m.npz")
     assert os.listdir(tmp_path) == ["m.npz"]  # written atomically: no temporary left
     loaded = CNN.load(path)
@@ -58,8 +80,11 @@ def test_save_then_load_gives_identical_predictions_and_state(tmp_path, dtype) -
 
 
 def test_the_default_network_round_trips(tmp_path) -> None:
-    model = CNN(seed=2)
+    model = moved(CNN(seed=2))
+    assert_every_array_differs_from_a_fresh_model(model)
     loaded = CNN.load(model.save(tmp_path / "seed.npz"))
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[k], v, err_msg=k)
     X = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
 
@@ -254,7 +279,8 @@ def test_fuzz_mutated_npy_headers_only_raise_checkpoint_errors(saved, tmp_path) 
 
 def test_write_then_read_survives_unusual_but_valid_member_layouts(tmp_path) -> None:
     """Fortran-ordered and version-2.0 .npy members (valid files from other writers) load correctly."""
-    model = CNN(**TINY)
+    model = moved(CNN(**TINY))
+    assert_every_array_differs_from_a_fresh_model(model)
     path = model.save(tmp_path / "m.npz")
     members = read_npz(path)
     w = members["classifier.1.weight"]
@@ -266,5 +292,8 @@ def test_write_then_read_survives_unusual_but_valid_member_layouts(tmp_path) -> 
             else:
                 np.lib.format.write_array(buf, v)
             zf.writestr(f"{k}.npy", buf.getvalue())
-    np.testing.assert_array_equal(CNN.load(tmp_path / "f.npz").state_dict()["classifier.1.weight"], w)
+    loaded = CNN.load(tmp_path / "f.npz").state_dict()
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(loaded[k], v, err_msg=k)
+    np.testing.assert_array_equal(loaded["classifier.1.weight"], w)
     write_npz_atomic(tmp_path / "again.npz", members)  # and what we read can be written back

@@ -41,7 +41,7 @@ from cnn.data import (
 )
 from cnn.data.fetch import install_verified
 from cnn.errors import ConfigError, DataError
-from tests.test_data_preprocess import make_raw, spec_for, write_raw
+from tests.helpers.raw_data import make_raw, spec_for, write_raw
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_TRAIN_HISTOGRAM = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

@@ -1,4 +1,4 @@
-"""The fast kernels in ``cnn.kernels`` against the slow loop implementations in ``reference_kernels``,
+"""The fast kernels in ``cnn.kernels`` against the slow loop implementations in ``cnn.kernels.reference``,
 with the thread pool on and off, for every memory layout they may receive."""
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ import pytest
 
 from cnn import kernels
 from cnn.errors import CNNError
+from cnn.kernels import conv as conv_kernels
+from cnn.kernels import memory
 from cnn.kernels import reference as ref
+from cnn.kernels import threads as thread_pool
 
 # (N, C, H, W), kernel, stride, padding. Includes padding > kernel/2 (offsets that only see padding),
 # stride 2 with odd sizes, non-square everything, and kernel 1.
@@ -29,10 +32,10 @@ THREADS = [1, 2, 3]
 @pytest.fixture(params=THREADS, ids=lambda n: f"{n}threads")
 def threads(request, monkeypatch):
     """Run with 1, 2 and 3 threads; the small test arrays are split too (the kernels otherwise run
-    work below ``kernels._MIN_TASK`` elements per thread inline)."""
+    work below ``cnn.kernels.threads._MIN_TASK`` elements per thread inline)."""
     before = kernels.get_num_threads()
     kernels.set_num_threads(request.param)
-    monkeypatch.setattr(kernels, "_MIN_TASK", 1)
+    monkeypatch.setattr(thread_pool, "_MIN_TASK", 1)
     yield request.param
     kernels.set_num_threads(before)
 
@@ -42,8 +45,19 @@ def channel_major_copy(x: np.ndarray) -> np.ndarray:
     return np.swapaxes(np.ascontiguousarray(np.swapaxes(x, 0, 1)), 0, 1)
 
 
+def strided_view(x: np.ndarray) -> np.ndarray:
+    """The same values as a non-contiguous view: every other row and column of a larger array."""
+    n, c, h, w = x.shape
+    big = np.zeros((n, c, 2 * h, 2 * w), dtype=x.dtype)
+    big[:, :, ::2, ::2] = x
+    view = big[:, :, ::2, ::2]
+    assert not view.flags.c_contiguous and not np.swapaxes(view, 0, 1).flags.c_contiguous
+    return view
+
+
 def layouts(x: np.ndarray) -> list[np.ndarray]:
-    return [x, channel_major_copy(x), x[:, :, ::-1, :][:, :, ::-1, :]]  # C-order, channel-major, strided
+    """``x`` in every memory layout a kernel may receive: C order, channel-major, strided."""
+    return [x, channel_major_copy(x), strided_view(x)]
 
 
 @pytest.mark.parametrize(("shape", "k", "s", "p"), WINDOW_CASES)
@@ -105,8 +119,8 @@ def test_conv2d_backward_without_input_gradient_computes_only_the_parameter_grad
 def test_conv2d_backward_in_one_sample_chunks_equals_the_reference(
     rng, monkeypatch, shape, k, s, p, out_channels
 ):
-    monkeypatch.setattr(kernels, "_BLOCK_BYTES", 1)  # forces chunks of one sample
-    monkeypatch.setattr(kernels, "_num_threads", 2)
+    monkeypatch.setattr(conv_kernels, "_BLOCK_BYTES", 1)  # forces chunks of one sample
+    monkeypatch.setattr(thread_pool, "_num_threads", 2)
     x = rng.standard_normal((5, *shape[1:]))
     w = rng.standard_normal((out_channels, shape[1], *k))
     ws = kernels.Workspace()
@@ -134,7 +148,7 @@ def test_conv2d_column_buffer_is_reused_and_its_padding_stays_zero(rng):
 def test_stride_one_conv2d_keeps_no_batch_sized_columns_and_reuses_its_chunk_buffers(rng, monkeypatch):
     # The weight gradient comes from the output-gradient columns: the forward keeps only small chunk
     # buffers (here of 2 samples), reused from call to call, whose padding entries stay zero.
-    monkeypatch.setattr(kernels, "_BLOCK_BYTES", 2 * 3 * 9 * 25 * 8)
+    monkeypatch.setattr(conv_kernels, "_BLOCK_BYTES", 2 * 3 * 9 * 25 * 8)
     w = rng.standard_normal((4, 3, 3, 3))
     b = rng.standard_normal(4)
     ws = kernels.Workspace()
@@ -272,33 +286,61 @@ def test_batchnorm_float32_statistics_survive_a_large_mean(rng, threads):
     np.testing.assert_allclose(var, x.astype(np.float64).var(axis=(0, 2, 3)), rtol=1e-3)
 
 
+@pytest.mark.parametrize("shape", [(4, 3, 5, 3), (7, 5)])
+def test_eval_batchnorm_kernels_equal_the_loop_reference(rng, shape):
+    c = shape[1]
+    gamma, beta = rng.uniform(0.5, 1.5, c), rng.standard_normal(c)
+    running_mean, running_var = rng.standard_normal(c), rng.uniform(0.5, 2.0, c)
+    for x in layouts(rng.standard_normal(shape)) if len(shape) == 4 else [rng.standard_normal(shape)]:
+        cache: dict = {}
+        y = kernels.batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, 1e-5, cache)
+        dy = rng.standard_normal(shape)
+        dgamma, dbeta = np.empty(c), np.empty(c)
+        dx = kernels.batchnorm_backward_eval(dy, gamma, cache, dgamma, dbeta)
+        ry, rdx, rdgamma, rdbeta = ref.batchnorm_eval(x, gamma, beta, running_mean, running_var, 1e-5, dy)
+        for ours, theirs in [(y, ry), (dx, rdx), (dgamma, rdgamma), (dbeta, rdbeta)]:
+            np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_kernels_equal_plain_matrix_products(rng, threads, bias):
+def test_linear_kernels_equal_the_loop_reference(rng, threads, bias):
     x, w = rng.standard_normal((37, 20)), rng.standard_normal((40, 20))
     b = rng.standard_normal(40) if bias else None
     y = kernels.linear_forward(x, w, b)
-    np.testing.assert_allclose(y, x @ w.T + (b if bias else 0.0), rtol=1e-12)
     dy = rng.standard_normal(y.shape)
     dw, db = np.empty_like(w), (np.empty(40) if bias else None)
     dx = kernels.linear_backward(dy, x, w, dw, db)
-    np.testing.assert_allclose(dx, dy @ w, rtol=1e-12)
-    np.testing.assert_allclose(dw, dy.T @ x, rtol=1e-12)
+    ry, rdx, rdw, rdb = ref.linear(x, w, b, dy)
+    for ours, theirs in [(y, ry), (dx, rdx), (dw, rdw)]:
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
     if bias:
-        np.testing.assert_allclose(db, dy.sum(axis=0), rtol=1e-12)
+        np.testing.assert_allclose(db, rdb, rtol=1e-12, atol=1e-12)
+    else:
+        assert rdb is None
 
 
-def test_relu_kernels_agree_for_every_layout(rng, threads):
+def test_relu_kernels_equal_the_loop_reference_for_every_layout(rng, threads):
     x = rng.standard_normal((3, 4, 5, 6)).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
+    ry, rdx = ref.relu(x, dy)
     for xl in layouts(x):
         y = kernels.relu_forward(xl)
-        np.testing.assert_array_equal(y, np.maximum(x, 0))
+        np.testing.assert_array_equal(y, ry)
         for dyl in layouts(dy):
-            np.testing.assert_array_equal(kernels.relu_backward(dyl, y), dy * (x > 0))
+            np.testing.assert_array_equal(kernels.relu_backward(dyl, y), rdx)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_dropout_mask_equals_the_loop_reference_for_the_same_draws(dtype):
+    mask = kernels.dropout_mask((6, 5, 4), 0.3, np.dtype(dtype), np.random.default_rng(5))
+    expected = ref.dropout_mask((6, 5, 4), 0.3, np.dtype(dtype), np.random.default_rng(5))
+    assert mask.dtype == expected.dtype == dtype
+    np.testing.assert_array_equal(mask, expected)
+    assert 0 < (mask == 0).sum() < mask.size
 
 
 def test_relu_kernels_split_large_arrays_over_threads_exactly(rng, monkeypatch):
-    monkeypatch.setattr(kernels, "_num_threads", 2)
+    monkeypatch.setattr(thread_pool, "_num_threads", 2)
     x = channel_major_copy(rng.standard_normal((4, 8, 128, 129)).astype(np.float32))  # > 2 * 2**18 values
     dy = rng.standard_normal(x.shape).astype(np.float32)
     y = kernels.relu_forward(x)
@@ -326,7 +368,7 @@ def test_float32_in_float32_out(rng):
 
 
 def test_recycled_outputs_are_never_ones_the_caller_still_holds():
-    recycler = kernels._Recycler()
+    recycler = memory._Recycler()
     kept = recycler.empty((256, 256), np.float32)
     kept[...] = 1.0
     view = recycler.empty((256, 256), np.float32)[::2]  # held through a view only
@@ -338,7 +380,7 @@ def test_recycled_outputs_are_never_ones_the_caller_still_holds():
 
 
 def test_recycler_reuses_dropped_arrays_and_keeps_its_memory_bounded(monkeypatch):
-    recycler = kernels._Recycler()
+    recycler = memory._Recycler()
     monkeypatch.setattr(recycler, "MAX_BYTES", 3 * 256 * 256 * 4)
     first = recycler.empty((256, 256), np.float32)
     address = first.__array_interface__["data"][0]
@@ -372,7 +414,7 @@ def test_parallel_returns_results_in_block_order_and_uses_several_threads(thread
 
 
 def test_parallel_reraises_a_worker_failure_and_stays_usable(monkeypatch):
-    monkeypatch.setattr(kernels, "_num_threads", 2)
+    monkeypatch.setattr(thread_pool, "_num_threads", 2)
 
     def work(lo: int, hi: int) -> None:
         if lo > 0:
@@ -388,7 +430,7 @@ def test_parallel_reraises_a_worker_failure_and_stays_usable(monkeypatch):
 def test_a_forked_child_gets_a_working_pool(monkeypatch):
     import os
 
-    monkeypatch.setattr(kernels, "_num_threads", 2)
+    monkeypatch.setattr(thread_pool, "_num_threads", 2)
     kernels.parallel(lambda lo, hi: None, 4)  # the parent's pool exists now
     pid = os.fork()
     if pid == 0:  # child: would hang on the parent's (absent) worker threads without the fork hook
@@ -406,9 +448,9 @@ def test_set_num_threads_rejects_nonsense():
 def test_work_below_the_dispatch_threshold_runs_inline(monkeypatch):
     # A worker's wake-up costs more than ~64K elements of NumPy work: small layers (the classifier's
     # (N, 128) batch norm at batch 32) run in one block, per-channel work of a conv layer is split.
-    monkeypatch.setattr(kernels, "_num_threads", 2)
-    small = kernels.parallel(lambda lo, hi: (lo, hi), 128, min_block=kernels._min_block(32))
-    large = kernels.parallel(lambda lo, hi: (lo, hi), 32, min_block=kernels._min_block(32 * 28 * 28))
+    monkeypatch.setattr(thread_pool, "_num_threads", 2)
+    small = kernels.parallel(lambda lo, hi: (lo, hi), 128, min_block=thread_pool._min_block(32))
+    large = kernels.parallel(lambda lo, hi: (lo, hi), 32, min_block=thread_pool._min_block(32 * 28 * 28))
     assert small == [(0, 128)]
     assert large == [(0, 16), (16, 32)]
 
@@ -417,7 +459,7 @@ def test_stride_one_conv2d_gradients_do_not_depend_on_the_threads_or_their_timin
     # Chunks go to whichever thread is free, but each chunk's share is added in chunk order: the same
     # bits with 2 or 3 threads, every time. (With the pool off a chunk is the whole batch: equal to
     # float32 round-off.)
-    monkeypatch.setattr(kernels, "_BLOCK_BYTES", 4 * 9 * 36 * 4)  # one-sample chunks of dcols
+    monkeypatch.setattr(conv_kernels, "_BLOCK_BYTES", 4 * 9 * 36 * 4)  # one-sample chunks of dcols
     x = rng.standard_normal((7, 3, 6, 6)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     b = np.zeros(4, np.float32)
@@ -439,3 +481,51 @@ def test_stride_one_conv2d_gradients_do_not_depend_on_the_threads_or_their_timin
             np.testing.assert_array_equal(got, first)
     for got, first in zip(results[-1], results[0]):
         np.testing.assert_allclose(got, first, rtol=1e-5, atol=1e-5)
+
+
+# Each fast kernel and the loop version in cnn.kernels.reference that the tests above compare it with.
+LOOP_VERSION = {
+    "im2col": ref.im2col,
+    "col2im": ref.col2im,
+    "conv2d_forward": ref.conv2d,
+    "conv2d_backward": ref.conv2d_backward,
+    "maxpool2d_forward": ref.maxpool2d,
+    "maxpool2d_backward": ref.maxpool2d,
+    "avgpool2d_forward": ref.avgpool2d,
+    "avgpool2d_backward": ref.avgpool2d,
+    "batchnorm_forward_train": ref.batchnorm_train,
+    "batchnorm_backward_train": ref.batchnorm_train,
+    "batchnorm_forward_eval": ref.batchnorm_eval,
+    "batchnorm_backward_eval": ref.batchnorm_eval,
+    "linear_forward": ref.linear,
+    "linear_backward": ref.linear,
+    "relu_forward": ref.relu,
+    "relu_backward": ref.relu,
+    "dropout_mask": ref.dropout_mask,
+}
+# The public names of cnn.kernels that compute no mathematics of their own.
+INFRASTRUCTURE = {
+    "IntPair",
+    "Workspace",
+    "blas_held",
+    "channel_major",
+    "conv_output_size",
+    "empty",
+    "empty_channel_major",
+    "empty_like_layout",
+    "get_num_threads",
+    "pair",
+    "parallel",
+    "parallel_chunks",
+    "set_num_threads",
+    "split",
+}
+
+
+def test_every_fast_kernel_has_a_loop_version_in_the_reference():
+    assert set(kernels.__all__) - INFRASTRUCTURE == set(LOOP_VERSION)
+    for fast, loops in LOOP_VERSION.items():
+        assert loops.__module__ == "cnn.kernels.reference" and loops.__doc__, fast
+        assert f":func:`{loops.__name__}`" in ref.__doc__, (
+            f"{loops.__name__} missing from the reference table"
+        )

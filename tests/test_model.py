@@ -442,6 +442,11 @@ def test_nan_loss_stops_training_naming_epoch_and_batch_and_writes_nothing(tmp_p
         model.fit(X, y, epochs=2, batch_size=8, shuffle=False, verbose=0, checkpoint_path=tmp_path / "ck.npz")
     assert str(info.value) == "loss is nan at epoch 1, batch 3/5; try a lower learning rate (now 0.001)"
     assert list(tmp_path.iterdir()) == []
+    # The diverged batch made no update: the weights are those after the two batches before it.
+    two_batches = CNN(**TINY)
+    two_batches.fit(X[:16], y[:16], epochs=1, batch_size=8, shuffle=False, verbose=0)
+    for (w, _), (expected, _) in zip(model.parameters(), two_batches.parameters(), strict=True):
+        np.testing.assert_array_equal(w, expected)
 
 
 def test_fit_validates_its_arguments() -> None:

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from cnn import CNN, TrainingInterrupted
+from cnn.checkpoint import decode_json, read_npz
 from cnn.errors import CheckpointError
-from cnn.training import decode_json, read_npz
 
 TINY = dict(
     input_shape=(1, 8, 8), num_classes=3, conv_channels=((4,), (6,)), dense_units=(8,), dtype=np.float64

@@ -218,8 +218,15 @@ def test_nan_loss_stops_training_naming_epoch_batch_and_learning_rate():
     X, y = bars(64)
     X[40] = np.nan  # in batch 3 of 4 without shuffling
     expected = "loss is nan at epoch 1, batch 3/4; try a lower learning rate (now 0.01)"
+    tr = trainer()
     with pytest.raises(TrainingDivergedError, match=re.escape(expected)):
-        trainer().fit(X, y, epochs=2, batch_size=16, learning_rate=0.01, shuffle=False, verbose=0)
+        tr.fit(X, y, epochs=2, batch_size=16, learning_rate=0.01, shuffle=False, verbose=0)
+    # The diverged batch made no update: the weights are those after the two batches before it.
+    two_batches = trainer()
+    two_batches.fit(X[:32], y[:32], epochs=1, batch_size=16, learning_rate=0.01, shuffle=False, verbose=0)
+    after = dict(two_batches.model.named_parameters())
+    for k, v in tr.model.named_parameters():
+        assert torch.equal(v, after[k]), k
 
 
 # ------------------------------------------------------------------------------------ device options
@@ -274,6 +281,9 @@ def test_checkpoint_round_trip_keeps_architecture_dtype_weights_and_statistics(t
     X, y = bars(32)
     tr = trainer(np.float64)
     tr.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    fresh = TorchCNN(**TINY, dtype=np.float64, seed=0).state_dict()  # what a load ignoring the file gives
+    for k, v in tr.model.state_dict().items():  # training moved every weight and running statistic
+        assert not torch.equal(v, fresh[k]), f"{k} still has its initial value"
     path = tr.save(tmp_path / "sub" / "model.pt")
     assert path.exists() and not path.with_name("model.pt.tmp").exists()
     back = TorchTrainer.load(path, device="cpu", threads=1)

@@ -39,6 +39,27 @@ def with_running_statistics(model: CNN, seed: int = 1) -> CNN:
     return model.eval()
 
 
+def moved(model: CNN, seed: int = 2) -> CNN:
+    """``model`` with every parameter and buffer shifted away from its value (weights too, which
+    :func:`with_running_statistics` leaves alone), so a copy that dropped any array would be caught."""
+    rng = np.random.default_rng(seed)
+    model.load_state_dict(
+        {
+            k: v + (rng.uniform(0.5, 1.5, v.shape) if v.dtype.kind == "f" else 3)
+            for k, v in model.state_dict().items()
+        }
+    )
+    return model
+
+
+def assert_differs_everywhere_from_a_fresh_model(state: dict, config, dtype, seed: int) -> None:
+    """A load or copy that ignored the arrays would give a fresh model of the same config and seed:
+    ``state`` (NumPy arrays or tensors) must differ from it in every weight and buffer."""
+    fresh = CNN.from_config(config, dtype=dtype, seed=seed).state_dict()
+    for k, v in state.items():
+        assert not np.array_equal(np.asarray(v), fresh[k]), f"{k} still has its initial value"
+
+
 def torch_logits(model: TorchCNN, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return model(torch.from_numpy(x)).numpy()
@@ -102,7 +123,8 @@ def test_logits_agree_after_to_torch_with_nontrivial_batchnorm_statistics(dtype)
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_round_trip_to_numpy_of_to_torch_restores_every_array_exactly(dtype):
-    numpy_model = with_running_statistics(CNN(**SMALL, dtype=dtype, seed=5))
+    numpy_model = moved(with_running_statistics(CNN(**SMALL, dtype=dtype, seed=5)))
+    assert_differs_everywhere_from_a_fresh_model(numpy_model.state_dict(), numpy_model.config, dtype, 5)
     back = to_numpy(to_torch(numpy_model))
     assert back.dtype == np.dtype(dtype) and back.config == numpy_model.config and back.seed == 5
     for key, value in numpy_model.state_dict().items():
@@ -116,16 +138,23 @@ def test_a_model_trained_in_torch_is_evaluated_in_numpy_and_the_other_way_round(
     X, y = data(64)
     trainer = TorchTrainer(TorchCNN(**SMALL, dtype=np.float64, seed=6), device="cpu", threads=1)
     trainer.fit(X, y, epochs=1, batch_size=16, learning_rate=0.01, verbose=0)
+    trained = {k: v.numpy() for k, v in trainer.model.state_dict().items()}
+    assert_differs_everywhere_from_a_fresh_model(trained, trainer.model.config, np.float64, 6)
     trainer.save(tmp_path / "model.pt")
     in_numpy = to_numpy(TorchCNN.load(tmp_path / "model.pt"))
+    for k, v in trained.items():
+        np.testing.assert_array_equal(in_numpy.state_dict()[k], v, err_msg=k)
     t_eval, n_eval = trainer.evaluate(X, y), in_numpy.evaluate(X, y)
     assert n_eval["accuracy"] == t_eval["accuracy"]
     assert n_eval["loss"] == pytest.approx(t_eval["loss"], rel=1e-12)
 
     numpy_model = CNN(**SMALL, dtype=np.float64, seed=7)
     numpy_model.fit(X, y, epochs=1, batch_size=16, learning_rate=0.01, verbose=0)
+    assert_differs_everywhere_from_a_fresh_model(numpy_model.state_dict(), numpy_model.config, np.float64, 7)
     numpy_model.save(tmp_path / "model.npz")
     in_torch = TorchTrainer(to_torch(CNN.load(tmp_path / "model.npz")), device="cpu", threads=1)
+    for k, v in numpy_model.state_dict().items():
+        np.testing.assert_array_equal(in_torch.model.state_dict()[k].numpy(), v, err_msg=k)
     t_eval, n_eval = in_torch.evaluate(X, y), numpy_model.evaluate(X, y)
     assert t_eval["accuracy"] == n_eval["accuracy"]
     assert t_eval["loss"] == pytest.approx(n_eval["loss"], rel=1e-12)

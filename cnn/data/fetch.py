@@ -175,7 +175,8 @@ def fetch_dataset(
     directory = Path(raw_dir) / spec.name
     directory.mkdir(parents=True, exist_ok=True)
     old_manifest = read_manifest(directory) or {}
-    old_files = old_manifest.get("files") if isinstance(old_manifest.get("files"), dict) else {}
+    recorded_files = old_manifest.get("files")
+    old_files = recorded_files if isinstance(recorded_files, dict) else {}
 
     origin: dict[str, str] = {}
     missing: list[str] = []

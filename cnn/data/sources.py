@@ -183,10 +183,11 @@ class DebianSource:
         self.label = f"debian {package}"
 
     def candidates(self, names: Sequence[str], workdir: Path) -> dict[str, list[Path]]:
-        tools = {tool: shutil.which(tool) for tool in (self.apt_get, self.dpkg)}
-        missing = [tool for tool, found in tools.items() if found is None]
+        found = {tool: shutil.which(tool) for tool in (self.apt_get, self.dpkg)}
+        missing = [tool for tool, path in found.items() if path is None]
         if missing:
             raise SourceUnavailable(f"{' and '.join(repr(t) for t in missing)} not found on PATH")
+        tools = {tool: path for tool, path in found.items() if path is not None}
         _run_tool(
             [tools[self.apt_get], "download", self.package],
             workdir,

@@ -1,7 +1,25 @@
-"""Slow, obviously-correct loop implementations that the fast kernels in ``cnn.kernels`` are tested against.
+"""The readable reference: every fast kernel of :mod:`cnn.kernels` as plain loops over its equation.
 
-Each function is a direct transcription of its equation with explicit Python loops over output
-positions; nothing here is clever, so a disagreement points at the fast kernel.
+Read these to learn what a layer computes; the fast kernels compute the same thing, and
+``tests/test_kernels.py`` checks every one of them against its loop version here. Each function is a
+direct transcription of its equation with explicit Python loops over output positions, in float64
+where it accumulates; nothing here is clever, so a disagreement points at the fast kernel. Slow: use
+them on small arrays only.
+
+=============================  ==========================================================================
+reference                      fast kernel(s)
+=============================  ==========================================================================
+:func:`im2col`, :func:`col2im` ``kernels.im2col``, ``kernels.col2im``
+:func:`conv2d`                 ``kernels.conv2d_forward``
+:func:`conv2d_backward`        ``kernels.conv2d_backward``
+:func:`maxpool2d`              ``kernels.maxpool2d_forward`` / ``maxpool2d_backward``
+:func:`avgpool2d`              ``kernels.avgpool2d_forward`` / ``avgpool2d_backward``
+:func:`batchnorm_train`        ``kernels.batchnorm_forward_train`` / ``batchnorm_backward_train``
+:func:`batchnorm_eval`         ``kernels.batchnorm_forward_eval`` / ``batchnorm_backward_eval``
+:func:`linear`                 ``kernels.linear_forward`` / ``linear_backward``
+:func:`relu`                   ``kernels.relu_forward`` / ``relu_backward``
+:func:`dropout_mask`           ``kernels.dropout_mask``
+=============================  ==========================================================================
 """
 
 from __future__ import annotations
@@ -10,10 +28,12 @@ import numpy as np
 
 
 def pad(x: np.ndarray, ph: int, pw: int, value: float = 0.0) -> np.ndarray:
+    """``x`` (N, C, H, W) with ``ph`` rows and ``pw`` columns of ``value`` added on each side."""
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
 
 
 def out_size(size: int, k: int, s: int, p: int) -> int:
+    """Number of positions of a window of ``k`` with stride ``s`` over ``size`` padded by ``p``."""
     return (size + 2 * p - k) // s + 1
 
 
@@ -150,3 +170,71 @@ def batchnorm_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: flo
         dgamma[ch], dbeta[ch] = np.sum(dyc * x_hat), np.sum(dyc)
         means[ch], variances[ch] = mean, var
     return y, dx, dgamma, dbeta, means, variances
+
+
+def batchnorm_eval(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    eps: float,
+    dy: np.ndarray,
+):
+    """(y, dx, dgamma, dbeta) of eval-mode batch norm, element by element.
+
+    ``y = gamma * x_hat + beta`` with ``x_hat = (x - running_mean) / sqrt(running_var + eps)``: the
+    statistics are constants, so ``dx = gamma * dy / sqrt(running_var + eps)``."""
+    y, dx = np.zeros(x.shape), np.zeros(x.shape)
+    dgamma, dbeta = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    for idx in np.ndindex(*x.shape):
+        ch = idx[1]
+        std = np.sqrt(float(running_var[ch]) + eps)
+        x_hat = (float(x[idx]) - float(running_mean[ch])) / std
+        y[idx] = gamma[ch] * x_hat + beta[ch]
+        dx[idx] = gamma[ch] * dy[idx] / std
+        dgamma[ch] += dy[idx] * x_hat
+        dbeta[ch] += dy[idx]
+    return y, dx, dgamma, dbeta
+
+
+def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, dy: np.ndarray):
+    """(y, dx, dw, db) of a fully connected layer: ``y[n, o] = b[o] + sum_i w[o, i] * x[n, i]``.
+
+    ``dx[n, i] = sum_o dy[n, o] * w[o, i]``, ``dw[o, i] = sum_n dy[n, o] * x[n, i]``,
+    ``db[o] = sum_n dy[n, o]`` (None without a bias)."""
+    n, d_in = x.shape
+    d_out = w.shape[0]
+    y, dx = np.zeros((n, d_out)), np.zeros((n, d_in))
+    dw, db = np.zeros((d_out, d_in)), np.zeros(d_out)
+    for s in range(n):
+        for o in range(d_out):
+            y[s, o] = 0.0 if b is None else b[o]
+            for i in range(d_in):
+                y[s, o] += w[o, i] * x[s, i]
+                dx[s, i] += dy[s, o] * w[o, i]
+                dw[o, i] += dy[s, o] * x[s, i]
+            db[o] += dy[s, o]
+    return y, dx, dw, None if b is None else db
+
+
+def relu(x: np.ndarray, dy: np.ndarray):
+    """(y, dx) of ``y = max(x, 0)``: ``dx = dy`` where ``x > 0``, else 0."""
+    y, dx = np.zeros_like(x), np.zeros_like(dy)
+    for idx in np.ndindex(*x.shape):
+        y[idx] = x[idx] if x[idx] > 0 else 0.0
+        dx[idx] = dy[idx] if x[idx] > 0 else 0.0
+    return y, dx
+
+
+def dropout_mask(shape: tuple[int, ...], p: float, dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
+    """Inverted dropout's mask: each entry ``1 / (1 - p)`` when its uniform draw ``u >= p`` (probability
+    ``1 - p``), else 0, so that ``E[x * mask] = x``. The draws are ``rng.random(shape)`` in ``dtype``
+    (float64 for other dtypes), as the fast kernel makes them."""
+    dtype = np.dtype(dtype)
+    draws = rng.random(shape, dtype=dtype if dtype in (np.float32, np.float64) else np.dtype(np.float64))
+    mask = np.zeros(shape, dtype=dtype)
+    keep = dtype.type(1.0 / (1.0 - p))
+    for idx in np.ndindex(*shape):
+        mask[idx] = keep if draws[idx] >= p else 0
+    return mask

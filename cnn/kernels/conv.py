@@ -1,0 +1,194 @@
+"""2-D convolution as im2col + one GEMM per block of samples, and its backward pass.
+
+Forward: ``y[n, o, oh, ow] = bias[o] + sum_{c,i,j} weight[o, c, i, j] * xpad[n, c, oh*sh + i, ow*sw + j]``,
+i.e. ``Y2 = W2 @ cols`` with ``W2`` (O, C*kh*kw) and ``cols`` (C*kh*kw, N*OH*OW), whose result (O, N*OH*OW)
+is already the channel-major output. Loop version: :func:`cnn.kernels.reference.conv2d`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnn.errors import CNNError
+from cnn.kernels import threads
+from cnn.kernels.columns import _col2im_into, _im2col_into, conv_output_size
+from cnn.kernels.memory import Workspace, _row_sums, channel_major, empty
+from cnn.kernels.threads import parallel, parallel_chunks
+
+
+def _transposed_input_gradient(
+    c: int, o: int, kernel: tuple[int, int], stride: tuple, padding: tuple
+) -> bool:
+    """Whether a convolution's input gradient is computed as a convolution of the padded output gradient
+    with the flipped transposed kernel (stride 1, padding < kernel, not many more output than input
+    channels); otherwise it is ``col2im(W2^T @ dY2)``."""
+    return stride == (1, 1) and padding[0] < kernel[0] and padding[1] < kernel[1] and o <= 2 * c
+
+
+def _keeps_columns(c: int, o: int, kernel: tuple[int, int], stride: tuple, padding: tuple) -> bool:
+    """Whether the forward keeps its im2col columns for ``dW = dY2 @ cols^T``: only where the input
+    gradient is not a transposed convolution (strided layers; layers with many more output than input
+    channels, such as a first layer, whose columns are small).
+
+    Where it is, the backward builds the columns of the padded output gradient anyway and ``dW``
+    follows from those (see :func:`conv2d_backward`), so the forward columns are made a few samples at
+    a time in a per-thread buffer that stays in cache and is never kept."""
+    return not _transposed_input_gradient(c, o, kernel, stride, padding)
+
+
+def _chunk(per_sample_bytes: int, n: int) -> int:
+    """Samples per chunk of columns: about ``_BLOCK_BYTES`` with the pool on; the whole batch with it off
+    (``set_num_threads(1)``), where BLAS threads split one large GEMM better than many small ones."""
+    if threads.get_num_threads() <= 1:
+        return max(1, n)
+    return max(1, min(n, _BLOCK_BYTES // max(1, per_sample_bytes)))
+
+
+def conv2d_forward(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    ws: Workspace,
+) -> np.ndarray:
+    """``y[n, o] = bias[o] + sum_{c,i,j} weight[o, c, i, j] * xpad[n, c, oh*sh + i, ow*sw + j]``.
+
+    x (N, C, H, W), weight (O, C, kh, kw), bias (O,) or None -> y (N, O, OH, OW), channel-major memory.
+    im2col, then one GEMM ``W2 @ cols``. Layers that keep their columns for the backward
+    (:func:`_keeps_columns`) fill one buffer for the whole batch, a fixed block of samples per thread;
+    the others work a few samples at a time (chunks handed out by :func:`parallel_chunks`) in a small
+    per-thread buffer that stays in cache, and keep a reference to ``x`` instead.
+    """
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
+    keep = _keeps_columns(c, o, (kh, kw), stride, padding)
+    xt = channel_major(x)  # (C, N, H, W)
+    ws.meta.update(x_shape=x.shape, kept_columns=keep, xt=None if keep else xt)
+    w2 = weight.reshape(o, -1)  # (O, C*kh*kw)
+    yt = empty((o, n, oh, ow), x.dtype)  # the output, channel-major
+    y2 = yt.reshape(o, n * oh * ow)  # (O, N*OH*OW)
+
+    def columns_times_weight(cols_block: np.ndarray, lo: int, hi: int) -> None:
+        # cols_block (C, kh, kw, hi-lo, OH, OW): the columns of samples lo..hi
+        _im2col_into(xt[:, lo:hi], cols_block, (kh, kw), stride, padding)
+        block = slice(lo * oh * ow, hi * oh * ow)
+        np.matmul(w2, cols_block.reshape(c * kh * kw, -1), out=y2[:, block])
+        if bias is not None:
+            y2[:, block] += bias[:, None]
+
+    if keep:
+        batch_cols = ws.get("cols", (c, kh, kw, n, oh, ow), x.dtype, zero=True)  # kept for the backward
+        parallel(lambda lo, hi: columns_times_weight(batch_cols[:, :, :, lo:hi], lo, hi), n)
+    else:
+        chunk = _chunk(c * kh * kw * oh * ow * x.dtype.itemsize, n)
+
+        def chunk_work(slot: int, lo: int, hi: int) -> None:
+            # Each thread's own buffer, allocated zeroed: the padding entries are never written, and every
+            # chunk has the same padding pattern.
+            cols_buffer = ws.get(f"fwd_cols@{slot}", (c, kh, kw, chunk, oh, ow), x.dtype, zero=True)
+            columns_times_weight(cols_buffer[:, :, :, : hi - lo], lo, hi)
+
+        parallel_chunks(chunk_work, n, chunk)
+    return np.swapaxes(yt, 0, 1)
+
+
+_BLOCK_BYTES = 2 << 20
+"""Target size of a chunk of columns (the convolution's forward columns when they are not kept, and its
+input-gradient columns): about a core's L2 cache (how it was chosen: ``docs/library.md``)."""
+
+
+def _flipped_transposed(weight: np.ndarray) -> np.ndarray:
+    """``w'[c, o, i, j] = weight[o, c, kh-1-i, kw-1-j]``: the kernel of the stride-1 input gradient."""
+    return np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+
+
+def conv2d_backward(
+    grad_out: np.ndarray,
+    weight: np.ndarray,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    ws: Workspace,
+    grad_weight: np.ndarray,
+    grad_bias: np.ndarray | None,
+    input_grad: bool = True,
+) -> np.ndarray | None:
+    """Gradients of :func:`conv2d_forward`; writes ``grad_weight`` / ``grad_bias`` in place, returns dx
+    (None with ``input_grad=False``, which skips its computation: a first layer's dx is unused).
+
+    ``db = sum_{n,oh,ow} dY``. With the forward columns kept: ``dW2 = dY2 @ cols^T`` (dY2 = grad
+    (O, N*OH*OW)) and ``dx = col2im(W2^T @ dY2)``.
+
+    Otherwise (stride 1, padding < kernel: :func:`_transposed_input_gradient`) dx is the convolution of
+    dY, padded by ``k - 1 - p``, with the flipped transposed kernel: ``dx2 = W'2 @ dcols`` with
+    ``dcols[(o, a, b), (n, h, w)] = dYpad[o, n, h + a, w + b]``, and the same columns give the weight
+    gradient without the forward's: ``dW[o, c, i, j] = sum_{n,h,w} dcols[(o, kh-1-i, kw-1-j), (n, h, w)]
+    * x[n, c, h, w]``, i.e. ``G = dcols @ x2^T`` with its offsets flipped back. The columns are made a
+    few samples at a time in a per-thread buffer that stays in cache; the per-chunk parts of ``G`` and
+    ``db`` are added in chunk order, so the result does not depend on which thread took which chunk.
+    """
+    if "x_shape" not in ws.meta:
+        raise CNNError("conv2d_backward called before conv2d_forward: no forward state to reuse")
+    n, c, h, w = ws.meta["x_shape"]
+    o, _, kh, kw = weight.shape
+    oh, ow = grad_out.shape[2:]
+    dyt = channel_major(grad_out)  # (O, N, OH, OW)
+    dy2 = dyt.reshape(o, n * oh * ow)  # (O, N*OH*OW)
+    dxt = empty((c, n, h, w), weight.dtype) if input_grad else None  # dx, channel-major
+    dtype = weight.dtype
+
+    if ws.meta["kept_columns"]:
+        cols = ws.get("cols", (c, kh, kw, n, oh, ow), dtype, zero=True).reshape(c * kh * kw, -1)  # forward's
+        w2_t = np.ascontiguousarray(weight.reshape(o, -1).T)  # (C*kh*kw, O)
+        chunk = _chunk(c * kh * kw * oh * ow * weight.itemsize, n)
+
+        def work(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray | None]:
+            out_block = slice(lo * oh * ow, hi * oh * ow)
+            if input_grad:  # dcols a few samples at a time, in a small per-thread buffer
+                cols_buffer = ws.get(
+                    f"dx_cols@{lo}", (c, kh, kw, min(chunk, hi - lo), oh, ow), dtype, zero=True
+                )
+                for s0 in range(lo, hi, chunk):
+                    s1 = min(hi, s0 + chunk)
+                    cols_block = cols_buffer[:, :, :, : s1 - s0]  # (C, kh, kw, s1-s0, OH, OW)
+                    np.matmul(
+                        w2_t, dy2[:, s0 * oh * ow : s1 * oh * ow], out=cols_block.reshape(c * kh * kw, -1)
+                    )
+                    _col2im_into(cols_block, dxt[:, s0:s1], (kh, kw), stride, padding)  # type: ignore[index]
+            # This block's share of dW2^T (K, O): computed transposed, OpenBLAS's faster orientation here.
+            dw_t = cols[:, out_block] @ dy2[:, out_block].T
+            return dw_t, None if grad_bias is None else _row_sums(dy2[:, out_block])
+
+        parts = parallel(work, n)
+    else:
+        tpad = (kh - 1 - padding[0], kw - 1 - padding[1])  # padding of dY in the transposed convolution
+        w_flipped = _flipped_transposed(weight).reshape(c, -1)  # (C, O*kh*kw)
+        x2 = ws.meta["xt"].reshape(c, n * h * w)  # the forward's input, (C, N*H*W)
+        chunk = _chunk(o * kh * kw * h * w * weight.itemsize, n)
+
+        def chunk_work(slot: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray | None]:
+            cols_buffer = ws.get(f"dx_cols@{slot}", (o, kh, kw, chunk, h, w), dtype, zero=True)
+            cols_block = cols_buffer[:, :, :, : hi - lo]  # (O, kh, kw, hi-lo, H, W)
+            dcols = cols_block.reshape(o * kh * kw, -1)  # (O*kh*kw, (hi-lo)*H*W)
+            _im2col_into(dyt[:, lo:hi], cols_block, (kh, kw), (1, 1), tpad)
+            pixels = slice(lo * h * w, hi * h * w)
+            if dxt is not None:  # input_grad
+                np.matmul(w_flipped, dcols, out=dxt.reshape(c, -1)[:, pixels])
+            g = dcols @ x2[:, pixels].T  # this chunk's part of G, rows (o, a, b)
+            return g, None if grad_bias is None else _row_sums(dy2[:, lo * oh * ow : hi * oh * ow])
+
+        parts = parallel_chunks(chunk_work, n, chunk)
+
+    g_total, db_total = parts[0]
+    for g, db in parts[1:]:
+        g_total += g
+        if db_total is not None:
+            db_total += db
+    if ws.meta["kept_columns"]:
+        grad_weight[...] = g_total.T.reshape(grad_weight.shape)
+    else:  # G[(o, a, b), c] holds dW[o, c, kh-1-a, kw-1-b]
+        grad_weight[...] = g_total.reshape(o, kh, kw, c)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)
+    if grad_bias is not None:
+        grad_bias[...] = db_total
+    return None if dxt is None else np.swapaxes(dxt, 0, 1)

@@ -1,0 +1,118 @@
+"""The :class:`Sequential` container: layers applied one after another, with two fused pairs.
+
+A batch norm followed by a ReLU runs as one pass (``BatchNorm.forward_relu``), and a max-pool followed by
+a ``Dropout2D`` as another (``MaxPool2D.forward_dropout``); the second layer stays in the list, so names
+and ``state_dict`` keys are those of ``torch.nn.Sequential``. Importable as ``cnn.model.Sequential`` and
+``cnn.Sequential``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from cnn.activations import ReLU
+from cnn.layers import BatchNorm1D, BatchNorm2D, Dropout2D, Layer, MaxPool2D
+
+__all__ = ["Sequential"]
+
+_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _fuses_relu(layer: Layer, following: Layer | None) -> bool:
+    """Whether ``layer`` and the ``following`` one run fused: a batch norm and exactly a ReLU."""
+    return isinstance(layer, (BatchNorm1D, BatchNorm2D)) and type(following) is ReLU
+
+
+def _fuses_dropout(layer: Layer, following: Layer | None, x: np.ndarray) -> bool:
+    """Whether ``layer`` and the ``following`` one run fused: a max-pool and exactly a ``Dropout2D`` on a
+    floating-point input (the mask's dtype is then the pooled output's)."""
+    return type(layer) is MaxPool2D and type(following) is Dropout2D and getattr(x, "dtype", None) in _FLOATS
+
+
+class Sequential(Layer):
+    """Layers applied one after another; itself a :class:`~cnn.layers.Layer`.
+
+    ``forward`` runs ``layers[0] .. layers[-1]``; ``backward`` runs them in reverse. Parameter, gradient
+    and buffer names are ``"<index>.<name>"`` (``"0.weight"``, ``"1.running_mean"``), as in
+    ``torch.nn.Sequential``; the dicts are built on each access from the layers' own dicts, so they always
+    hold the layers' live arrays.
+    """
+
+    def __init__(self, layers: Iterable[Layer]) -> None:
+        self.layers: list[Layer] = list(layers)
+        self.training = True
+        self._ran: list[Layer] | None = None  # the (possibly fused) layers of the last forward
+
+    # The Layer attributes, as live views of the children (no setters: assign to a child's dict instead).
+    @property
+    def params(self) -> dict[str, np.ndarray]:  # type: ignore[override]
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:  # type: ignore[override]
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()}
+
+    @property
+    def buffers(self) -> dict[str, np.ndarray]:  # type: ignore[override]
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.buffers.items()}
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, i: int) -> Layer:
+        return self.layers[i]
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        # A batch norm followed by a ReLU runs as one fused layer (BatchNorm.forward_relu: one pass over
+        # the data instead of two), and so does a max-pool followed by a Dropout2D
+        # (MaxPool2D.forward_dropout); the second layer stays in the list, so names and state_dict keys
+        # are unchanged. The layers that ran are recorded for backward.
+        ran: list[Layer] = []
+        i, layers = 0, self.layers
+        while i < len(layers):
+            layer = layers[i]
+            following = layers[i + 1] if i + 1 < len(layers) else None
+            if _fuses_relu(layer, following):
+                x = layer.forward_relu(x)  # type: ignore[attr-defined]
+                i += 2
+            elif _fuses_dropout(layer, following, x):
+                x = layer.forward_dropout(x, following)  # type: ignore[attr-defined]
+                i += 2
+            else:
+                x = layer.forward(x)
+                i += 1
+            ran.append(layer)
+        self._ran = ran
+        return x
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        for layer in reversed(self.layers if self._ran is None else self._ran):
+            grad_out = layer.backward(grad_out)
+        return grad_out
+
+    def train(self, mode: bool = True) -> Sequential:
+        self.training = mode
+        for layer in self.layers:
+            layer.train(mode)
+        return self
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        for layer in self.layers:
+            input_shape = layer.output_shape(input_shape)
+        return tuple(input_shape)
+
+    def state_items(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        """``(name, array)`` for every parameter then buffer of each layer, in layer order (torch order)."""
+        for i, layer in enumerate(self.layers):
+            for k, v in layer.params.items():
+                yield f"{prefix}{i}.{k}", v
+            for k, v in layer.buffers.items():
+                yield f"{prefix}{i}.{k}", v
+
+    def extra_repr(self) -> str:
+        return "\n" + "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers)) + "\n"
