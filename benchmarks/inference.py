@@ -40,7 +40,16 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.train_throughput import MAX_FOREIGN, TRIES, machine, run_watched, wait_for_quiet, worker_env
+from benchmarks.train_throughput import (
+    MAX_FOREIGN,
+    TRIES,
+    _clean,
+    _ratio_entry,
+    machine,
+    run_watched,
+    wait_for_quiet,
+    worker_env,
+)
 
 TARGET = 0.9
 TARGET_BATCHES = (64, 1000)
@@ -122,37 +131,41 @@ def measure(
 
 
 def summarise(records: list[dict], batches: list[int], numpy_rows: list[str]) -> list[dict]:
+    """Per batch and NumPy row: medians and the paired ratios against each torch row and the best plain
+    row of each repeat (over the undisturbed repeats when at least 3 were, as in train_throughput)."""
     rows = []
     torch_rows = sorted({r["row"] for r in records if not r["row"].startswith("numpy")})
     for b in batches:
         key = str(b)
 
-        def series(name: str, key: str = key) -> dict[int, float]:
-            return {r["repeat"]: r["images_per_s"][key] for r in records if r["row"] == name}
+        def series(name: str) -> dict[int, dict]:
+            return {r["repeat"]: r for r in records if r["row"] == name}
 
-        best: dict[int, float] = {}
+        def ips(r: dict, key: str = key) -> float:
+            return r["images_per_s"][key]
+
+        def paired(mine: dict[int, dict], ref: dict[int, dict]) -> dict[str, Any]:
+            both = [(mine[k], ref[k]) for k in mine if k in ref]
+            ratios = [ips(x) / ips(y) for x, y in both]
+            clean = [ips(x) / ips(y) for x, y in both if _clean(x) and _clean(y)]
+            return _ratio_entry(ratios, clean)
+
+        best: dict[int, dict] = {}
         for name in PLAIN_ROWS:
-            for rep, v in series(name).items():
-                best[rep] = max(best.get(rep, 0.0), v)
+            for rep, r in series(name).items():
+                if rep not in best or ips(r) > ips(best[rep]):
+                    best[rep] = r
         for np_row in numpy_rows:
             mine = series(np_row)
-            row: dict[str, Any] = {
-                "batch": b,
-                "numpy": np_row,
-                "numpy_images_per_s": statistics.median(mine.values()),
+            row: dict[str, Any] = {"batch": b, "numpy": np_row}
+            row["numpy_images_per_s"] = statistics.median(ips(r) for r in mine.values())
+            row["torch"] = {
+                name: {"images_per_s": statistics.median(ips(r) for r in series(name).values())}
+                | paired(mine, series(name))
+                for name in torch_rows
             }
-            row["torch"] = {}
-            for name in torch_rows:
-                ref = series(name)
-                ratios = [mine[k] / ref[k] for k in mine if k in ref]
-                row["torch"][name] = {
-                    "images_per_s": statistics.median(ref.values()),
-                    "ratio": statistics.median(ratios),
-                    "ratios": ratios,
-                }
             if best:
-                ratios = [mine[k] / best[k] for k in mine if k in best]
-                row.update(ratio=statistics.median(ratios), ratios=ratios)
+                row.update(paired(mine, best))
                 row["target"] = TARGET if b in TARGET_BATCHES else None
             rows.append(row)
     return rows
@@ -173,7 +186,9 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [caption, "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
 
     def ratio(d: dict) -> str:
-        return f"{d['ratio']:.2f} [{min(d['ratios']):.2f}-{max(d['ratios']):.2f}]"
+        used = d["ratios_clean"] if d["clean"] else d["ratios"]
+        note = f" ({len(used)} clean)" if d["clean"] else ""
+        return f"{d['ratio']:.2f} [{min(used):.2f}-{max(used):.2f}]{note}"
 
     for r in rows:
         t = r["torch"]

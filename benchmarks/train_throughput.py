@@ -38,6 +38,10 @@ that measurement (on a shared machine other jobs make torch's OpenMP threads col
 says nothing). ``--quiet-wait S``: before each measurement wait up to S seconds until >= 80% of the CPU
 time is idle, and make a run that others disturbed (> 10%) again, up to 4 tries, keeping the cleanest.
 
+A ratio is the median over the repeats that other processes left alone when at least 3 were (marked
+``(k clean)`` in the table), else over all repeats. ``--from-json PATH`` summarises an earlier run's
+records again without measuring.
+
 ``--torch``: which torch rows to run (default all three). The JSON (``--json``) holds the machine (CPU
 model, vendor, family/model, flags that matter, library versions), every record and the summary rows with
 every per-repeat ratio.
@@ -296,9 +300,29 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _ratios(np_runs: list[dict], ref: list[dict]) -> list[float]:
-    by_rep = {r["repeat"]: r["samples_per_sec"] for r in ref}
-    return [r["samples_per_sec"] / by_rep[r["repeat"]] for r in np_runs if r["repeat"] in by_rep]
+def _clean(record: dict) -> bool:
+    return (record.get("foreign_cpu") or 0.0) <= MAX_FOREIGN
+
+
+def _ratios(np_runs: list[dict], ref: list[dict]) -> tuple[list[float], list[float]]:
+    """Per-repeat NumPy/reference ratios: all of them, and those of the repeats where neither run was
+    disturbed by other processes (``foreign_cpu`` <= :data:`MAX_FOREIGN`)."""
+    by_rep = {r["repeat"]: r for r in ref}
+    pairs = [(r, by_rep[r["repeat"]]) for r in np_runs if r["repeat"] in by_rep]
+    ratios = [a["samples_per_sec"] / b["samples_per_sec"] for a, b in pairs]
+    clean = [a["samples_per_sec"] / b["samples_per_sec"] for a, b in pairs if _clean(a) and _clean(b)]
+    return ratios, clean
+
+
+def _ratio_entry(ratios: list[float], clean: list[float]) -> dict[str, Any]:
+    """The ratio of record: the median over the clean repeats when there are at least 3, else over all."""
+    use = clean if len(clean) >= 3 else ratios
+    return {
+        "ratio": statistics.median(use),
+        "ratios": ratios,
+        "ratios_clean": clean,
+        "clean": len(use) == len(clean),
+    }
 
 
 def summarise(
@@ -311,11 +335,12 @@ def summarise(
         at = [r for r in records if r["batch_size"] == bs]
         torch_runs = {name: [r for r in at if r["row"] == name] for name in TORCH_ROWS}
         torch_runs = {k: v for k, v in torch_runs.items() if v}
-        best: dict[int, float] = {}
+        best: dict[int, dict] = {}  # per repeat, the faster plain torch run
         for name in PLAIN_ROWS:
             for r in torch_runs.get(name, []):
-                best[r["repeat"]] = max(best.get(r["repeat"], 0.0), r["samples_per_sec"])
-        best_runs = [{"repeat": k, "samples_per_sec": v} for k, v in sorted(best.items())]
+                if r["repeat"] not in best or r["samples_per_sec"] > best[r["repeat"]]["samples_per_sec"]:
+                    best[r["repeat"]] = r
+        best_runs = [best[k] for k in sorted(best)]
         for threading, blas in variants:
             np_runs = [
                 r for r in at if r["row"] == "numpy" and (r["threading"], r["blas"]) == (threading, blas)
@@ -332,19 +357,15 @@ def summarise(
                 "torch": {},
             }
             for name, runs in torch_runs.items():
-                ratios = _ratios(np_runs, runs)
                 row["torch"][name] = {
                     "samples_per_sec": statistics.median(r["samples_per_sec"] for r in runs),
                     "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
                     "train_mb": max(r["peak_rss_mb"] - r["base_rss_mb"] for r in runs),
-                    "ratio": statistics.median(ratios),
-                    "ratios": ratios,
+                    **_ratio_entry(*_ratios(np_runs, runs)),
                 }
             if best_runs:
-                ratios = _ratios(np_runs, best_runs)
                 row["best_plain_samples_per_sec"] = statistics.median(r["samples_per_sec"] for r in best_runs)
-                row["ratio"] = statistics.median(ratios)
-                row["ratios"] = ratios
+                row.update(_ratio_entry(*_ratios(np_runs, best_runs)))
             rows.append(row)
     return rows
 
@@ -366,7 +387,9 @@ def table(rows: list[dict], info: dict[str, Any], n: int, repeats: int) -> str:
     lines += ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
 
     def ratio(d: dict) -> str:
-        return f"{d['ratio']:.2f} [{min(d['ratios']):.2f}-{max(d['ratios']):.2f}]"
+        used = d["ratios_clean"] if d["clean"] else d["ratios"]
+        note = f" ({len(used)} clean)" if d["clean"] else ""
+        return f"{d['ratio']:.2f} [{min(used):.2f}-{max(used):.2f}]{note}"
 
     for r in rows:
         t = r["torch"]
@@ -387,9 +410,21 @@ def table(rows: list[dict], info: dict[str, Any], n: int, repeats: int) -> str:
     lines.append(
         "torch-nchw / torch-cl: a plain torch.nn loop, NCHW / channels_last; trainer: TorchTrainer.fit."
     )
-    lines.append("best plain: the faster of torch-nchw and torch-cl in each repeat. peak MiB: peak resident")
+    lines.append(
+        "best plain: the faster of torch-nchw and torch-cl in each repeat. (k clean): the ratio is the"
+    )
+    lines.append(
+        f"median over the k repeats whose runs other processes left alone (<= {MAX_FOREIGN:.0%} of the CPUs)."
+    )
+    lines.append("peak MiB: peak resident")
     lines.append("memory of the measuring process; (train): its growth from model construction on.")
     return "\n".join(lines)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -405,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-wait", type=float, default=0.0, metavar="S",
                         help="wait up to S s for >= 80%% idle CPUs before each run")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the machine, records and summary here")
+    parser.add_argument(
+        "--from-json", type=Path, metavar="PATH", help="summarise the records of an earlier --json"
+    )
     parser.add_argument("--worker", choices=["numpy", *TORCH_ROWS], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.n < 2 or args.repeats < 1 or min(args.batch_sizes) < 2:
@@ -419,6 +457,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = run_torch_plain(args.n, bs, channels_last=args.worker == "torch-cl")
         print(json.dumps(result))
+        return 0
+
+    if args.from_json:  # summarise again (e.g. after a change to the summary), measuring nothing
+        payload = json.loads(args.from_json.read_text())
+        records = payload["records"]
+        variants = list(dict.fromkeys((r["threading"], r["blas"]) for r in records if r["row"] == "numpy"))
+        sizes = list(dict.fromkeys(r["batch_size"] for r in records))
+        payload["summary"] = summarise(records, sizes, variants)
+        print(table(payload["summary"], payload["machine"], payload["n"], payload["repeats"]))
+        if args.json:
+            _write_json(args.json, payload)
         return 0
 
     threadings = ["pool", "blas"] if args.numpy_threading == "both" else [args.numpy_threading]
@@ -449,9 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows, info, args.n, args.repeats))
     if args.json:
         payload = {"machine": info, "n": args.n, "repeats": args.repeats, "summary": rows, "records": records}
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        os.replace(tmp, args.json)
+        _write_json(args.json, payload)
     return 0
 
 
