@@ -416,8 +416,8 @@ def table(rows: list[dict], info: dict[str, Any], n: int, repeats: int) -> str:
     lines.append(
         f"median over the k repeats whose runs other processes left alone (<= {MAX_FOREIGN:.0%} of the CPUs)."
     )
-    lines.append("peak MiB: peak resident")
-    lines.append("memory of the measuring process; (train): its growth from model construction on.")
+    lines.append("peak MiB: peak resident memory of the measuring process; (train): its growth from model")
+    lines.append("construction on.")
     return "\n".join(lines)
 
 
