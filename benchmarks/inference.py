@@ -23,14 +23,15 @@ Target (issue 15): NumPy >= 0.9x the best plain torch row at batch 64 and 1000.
 
 ``--numpy-blas`` is as in ``benchmarks.train_throughput``: ``auto`` (the OpenBLAS kernels ``import cnn``
 picks), ``openblas`` (OpenBLAS's own choice) or an ``OPENBLAS_CORETYPE`` to force; one NumPy row each.
-``--quiet-wait S`` waits up to S seconds for an idle machine before each measurement (as there).
+``--quiet-wait S`` waits up to S seconds for an idle machine before each measurement and repeats a run
+that other processes disturbed; ratios use the undisturbed repeats when at least 3 were (as there).
+``--from-json PATH`` summarises an earlier run's records again.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -45,6 +46,7 @@ from benchmarks.train_throughput import (
     TRIES,
     _clean,
     _ratio_entry,
+    _write_json,
     machine,
     run_watched,
     wait_for_quiet,
@@ -211,12 +213,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-wait", type=float, default=0.0, metavar="S",
                         help="wait up to S s for >= 80%% idle CPUs before each run")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the machine, records and summary here")
+    parser.add_argument(
+        "--from-json", type=Path, metavar="PATH", help="summarise the records of an earlier --json"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if min(args.batches) < 1 or args.min_time <= 0 or args.repeats < 1:
         parser.error("batch sizes and --repeats must be >= 1 and --min-time > 0")
     if args.worker:
         print(json.dumps(run_worker(args.worker, args.batches, args.min_time)))
+        return 0
+    if args.from_json:  # summarise again, measuring nothing
+        report = json.loads(args.from_json.read_text())
+        records = report["records"]
+        numpy_rows = list(dict.fromkeys(r["row"] for r in records if r["row"].startswith("numpy")))
+        batches = sorted({int(b) for r in records for b in r["images_per_s"]})
+        report["summary"] = summarise(records, batches, numpy_rows)
+        print(format_table(report))
+        if args.json:
+            _write_json(args.json, report)
         return 0
 
     import torch
@@ -248,9 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(format_table(report))
     if args.json:
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(tmp, args.json)
+        _write_json(args.json, report)
     return 0
 
 
