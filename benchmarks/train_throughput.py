@@ -316,12 +316,12 @@ def _ratios(np_runs: list[dict], ref: list[dict]) -> tuple[list[float], list[flo
 
 def _ratio_entry(ratios: list[float], clean: list[float]) -> dict[str, Any]:
     """The ratio of record: the median over the clean repeats when there are at least 3, else over all."""
-    use = clean if len(clean) >= 3 else ratios
+    enough = len(clean) >= 3
     return {
-        "ratio": statistics.median(use),
+        "ratio": statistics.median(clean if enough else ratios),
         "ratios": ratios,
         "ratios_clean": clean,
-        "clean": len(use) == len(clean),
+        "clean": enough,
     }
 
 
