@@ -87,7 +87,8 @@ def _predictor(row: str, seed: int = 0) -> Callable[[np.ndarray], Any]:
         return TorchTrainer(to_torch(numpy_model), device="cpu").predict_proba
     device = "cuda" if row.endswith("-cuda") else "cpu"
     fmt = torch.channels_last if row.startswith("torch-cl") else torch.contiguous_format
-    model = to_torch(numpy_model, device).to(memory_format=fmt).eval()
+    # torch's stub of Module.to lacks memory_format, which Module.to accepts.
+    model = to_torch(numpy_model, device).to(memory_format=fmt).eval()  # type: ignore[call-overload]
 
     def predict(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

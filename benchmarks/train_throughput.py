@@ -165,7 +165,8 @@ def run_torch_plain(n: int, batch_size: int, channels_last: bool) -> dict[str, A
     X, y = _data(n)
     base = _rss_mb()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = TorchCNN(seed=0).to(memory_format=fmt).train()
+    # torch's stub of Module.to lacks memory_format, which Module.to accepts.
+    model = TorchCNN(seed=0).to(memory_format=fmt).train()  # type: ignore[call-overload]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     gen = torch.Generator().manual_seed(0)
