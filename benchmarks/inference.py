@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    rows = [("numpy", b) for b in dict.fromkeys(args.numpy_blas)] + [(r, "auto") for r in CPU_ROWS]
+    rows = [("numpy", b) for b in dict.fromkeys(args.numpy_blas)] + [(r, "auto") for r in args.torch]
     if torch.cuda.is_available():
         rows += [("torch-nchw-cuda", "auto"), ("torch-cl-cuda", "auto")]
     records = []
