@@ -217,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--from-json", type=Path, metavar="PATH", help="summarise the records of an earlier --json"
     )
+    parser.add_argument("--torch", nargs="+", choices=CPU_ROWS, default=list(CPU_ROWS),
+                        help="torch CPU rows to measure (default all)")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if min(args.batches) < 1 or args.min_time <= 0 or args.repeats < 1:
