@@ -47,3 +47,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], *chunks: bytes | memoryview
         for chunk in chunks:
             fh.write(chunk)  # type: ignore[arg-type]  # an ndarray is a buffer; numpy stubs (py3.10) omit it
     return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_open`); returns the path."""
+    return atomic_write_bytes(path, text.encode("utf-8"))

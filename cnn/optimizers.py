@@ -33,7 +33,9 @@ The arrays have parameter ``i``'s shape and are copies (safe to keep while train
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -447,6 +449,27 @@ class AdamW(Adam):
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
+
+
+def _finite_positive(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) and float(x) > 0
+
+
+#: The values the pipeline's config accepts for each optimizer hyper-parameter: (what is expected, test).
+#: The config schema (cnn.pipeline.config) checks these; the classes above check what the maths needs.
+OPTIMIZER_RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "lr": ("a number > 0", _finite_positive),
+    "weight_decay": ("a number >= 0", lambda v: v >= 0),
+    "momentum": ("a number in [0, 1)", lambda v: 0.0 <= v < 1.0),
+    "betas": ("two numbers in [0, 1)", lambda v: len(v) == 2 and all(0.0 <= b < 1.0 for b in v)),
+    "eps": ("a number > 0", _finite_positive),
+}
+#: The config keys each optimizer reads besides ``lr`` (the keyword arguments of :func:`make_optimizer`).
+OPTIMIZER_KEYS: dict[str, tuple[str, ...]] = {
+    "adam": ("betas", "eps", "weight_decay"),
+    "adamw": ("betas", "eps", "weight_decay"),
+    "sgd": ("momentum", "nesterov", "weight_decay"),
+}
 
 
 def make_optimizer(

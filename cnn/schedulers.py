@@ -57,8 +57,8 @@ from __future__ import annotations
 import math
 import numbers
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeGuard
 
 from cnn.errors import CheckpointError, ConfigError
 from cnn.optimizers import Optimizer
@@ -504,7 +504,27 @@ class LinearWarmup(_Stateful):
             self._seq.last_epoch, self._seq.last_lr = self.last_epoch, self.last_lr
 
 
-SCHEDULERS = ("none", "step", "exponential", "cosine", "plateau")
+#: The config keys each scheduler reads (every one also reads ``warmup_epochs``), the keyword arguments of
+#: :func:`make_scheduler`; the names are the registry of schedulers the config, the pipeline and the
+#: torch twin (:func:`cnn.torch_train.make_torch_scheduler`, built from this factory's result) accept.
+SCHEDULER_KEYS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "step": ("step_size", "gamma"),
+    "exponential": ("gamma",),
+    "cosine": ("T_max", "eta_min"),
+    "plateau": ("mode", "factor", "patience"),
+}
+SCHEDULERS = tuple(SCHEDULER_KEYS)
+#: The values the pipeline's config accepts for each scheduler hyper-parameter: (what is expected, test).
+#: The config schema (cnn.pipeline.config) checks these (and the keys that depend on other settings:
+#: warmup_epochs < train.epochs, eta_min < optimizer.lr); :func:`make_scheduler` checks what the maths needs.
+SCHEDULER_RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "step_size": ("an integer >= 1 (epochs)", lambda v: v >= 1),
+    "gamma": ("a number in (0, 1]", lambda v: 0.0 < v <= 1.0),
+    "T_max": ("an integer >= 1 (epochs) or null for train.epochs", lambda v: v is None or v >= 1),
+    "factor": ("a number in (0, 1)", lambda v: 0.0 < v < 1.0),
+    "patience": ("an integer >= 0 (epochs)", lambda v: v >= 0),
+}
 _KWARGS = ("step_size", "gamma", "T_max", "eta_min", "factor", "patience", "mode", "warmup_epochs")
 
 
@@ -565,24 +585,24 @@ def make_scheduler(name: str, optimizer: Optimizer, **kwargs: Any) -> Scheduler 
     return LinearWarmup(optimizer, warmup, main)
 
 
+def _is_real(value: Any) -> TypeGuard[float]:
+    """A real number that is not a bool (``True`` is an ``int`` to Python, never a count or a rate here)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _int(value: Any, key: str, minimum: int) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or int(value) != value
-        or value < minimum
-    ):
+    if not _is_real(value) or int(value) != value or value < minimum:
         raise ConfigError(f"scheduler.{key} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
 def _float(value: Any, key: str, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= minimum:
+    if not _is_real(value) or not value >= minimum:
         raise ConfigError(f"scheduler.{key} must be a number >= {minimum}, got {value!r}")
     return float(value)
 
 
 def _positive(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    if not _is_real(value) or not value > 0:
         raise ConfigError(f"scheduler.{key} must be a number > 0, got {value!r}")
     return float(value)

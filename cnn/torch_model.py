@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from cnn.architecture import ArchConfig, LayerSpec, build_spec
+from cnn.atomic import atomic_open
 from cnn.errors import CheckpointError, ConfigError
 from cnn.training import History, check_run_key
 
@@ -219,16 +220,9 @@ class TorchCNN(nn.Module):
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save(obj)`` to ``path.tmp`` then ``os.replace``: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``torch.save(obj)`` through :func:`cnn.atomic.atomic_open`: a reader never sees half a file."""
+    with atomic_open(path) as fh:
+        torch.save(obj, fh)
 
 
 def safe_torch_load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:

@@ -10,25 +10,25 @@ fails; a config error exits 2 and a data error 1, each with one line (:func:`cnn
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from cnn.data import fetch_dataset
-from cnn.pipeline import PARAMS_FILE, load_params, stage_main
+from cnn.pipeline import load_params, stage_main
+from cnn.pipeline.stage import stage_args
 
 
 def run(data: Mapping[str, Any]) -> str:
     """Fetch the dataset the validated ``data`` config group names; return the summary line."""
     start = time.perf_counter()
-    mirrors = data.get("mirrors")
+    mirrors = data["mirrors"]
     result = fetch_dataset(
         data["name"],
         data["raw_dir"],
-        source_dir=data.get("source_dir"),
+        source_dir=data["source_dir"],
         mirrors=None if mirrors is None else list(mirrors),
-        timeout_s=float(data.get("download_timeout_s", 10.0)),
+        timeout_s=float(data["download_timeout_s"]),
     )
     how = (
         f"fetched {len(result.fetched)} from {', '.join(result.manifest['sources'])}"
@@ -41,20 +41,10 @@ def run(data: Mapping[str, Any]) -> str:
     )
 
 
-def parse_args(argv: list[str], description: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--params", default=PARAMS_FILE, help="the composed config (default: params.yaml)")
-    return parser.parse_args(argv)
-
-
-def _main(argv: list[str]) -> None:
-    args = parse_args(argv, "Fetch and verify the dataset's IDX files.")
+def main(argv: list[str]) -> None:
+    args = stage_args(argv, __doc__)
     print(f"fetch: {run(load_params(args.params)['data'])}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    stage_main(_main, argv, name="fetch")
-
-
 if __name__ == "__main__":
-    main()
+    stage_main(main, name="fetch")

@@ -6,31 +6,23 @@ Reads ``data.processed_dir``, ``data.name``, ``data.seed``, ``evaluate.num_sampl
 ``evaluate.max_misclassified``, ``evaluate.feature_map_channels``, ``tracking.uri``, the training
 histories, ``reports/predictions.npz``, the test split and both models; writes the six PNGs of
 ``reports/figures/`` and logs them to both training runs under ``figures/``. All the work is
-:func:`cnn.pipeline.evaluate.render_figures_from_config` (the figures are described there).
+:func:`cnn.pipeline.figures.render_figures_from_config` (the figures are described there).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
-
-from cnn.pipeline import PARAMS_FILE, load_params, stage_main
-from cnn.pipeline.evaluate import PlotPaths, render_figures_from_config
+from cnn.pipeline import PipelinePaths, load_params, stage_main
+from cnn.pipeline.figures import render_figures_from_config
+from cnn.pipeline.stage import stage_args
 
 
-def run(argv: Sequence[str]) -> int:
-    """Command line: read ``params.yaml``, draw, log, print one summary line."""
-    parser = argparse.ArgumentParser(prog="python -m stages.plot", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=PARAMS_FILE, help="the composed config (default: %(default)s)")
-    parser.add_argument("--no-track", action="store_true", help="do not log the figures to MLflow")
-    args = parser.parse_args(list(argv))
-    written = render_figures_from_config(load_params(args.params), track=not args.no_track)
-    print(
-        f"plot: {len(written)} figures -> {PlotPaths().figures_dir}/ ({', '.join(p.stem for p in written)})"
-    )
-    return 0
+def main(argv: list[str]) -> None:
+    args = stage_args(argv, __doc__)
+    cfg = load_params(args.params)
+    written = render_figures_from_config(cfg, track=not args.no_track)
+    figures = PipelinePaths.from_config(cfg).figures_dir
+    print(f"plot: {len(written)} figures -> {figures}/ ({', '.join(p.stem for p in written)})")
 
 
 if __name__ == "__main__":
-    stage_main(run, sys.argv[1:], name="plot")
+    stage_main(main, name="plot")

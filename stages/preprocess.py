@@ -16,7 +16,7 @@ from typing import Any
 
 from cnn.data import preprocess_dataset
 from cnn.pipeline import load_params, stage_main
-from stages.fetch import parse_args
+from cnn.pipeline.stage import stage_args
 
 
 def run(data: Mapping[str, Any]) -> str:
@@ -39,14 +39,10 @@ def run(data: Mapping[str, Any]) -> str:
     )
 
 
-def _main(argv: list[str]) -> None:
-    args = parse_args(argv, "Split and normalise the verified IDX files.")
+def main(argv: list[str]) -> None:
+    args = stage_args(argv, __doc__)
     print(f"preprocess: {run(load_params(args.params)['data'])}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    stage_main(_main, argv, name="preprocess")
-
-
 if __name__ == "__main__":
-    main()
+    stage_main(main, name="preprocess")

@@ -1,6 +1,6 @@
 """Stage ``train_numpy``: train the from-scratch NumPy CNN as ``params.yaml`` says.
 
-    python -m stages.train_numpy [--debug]
+    python -m stages.train_numpy [--params params.yaml] [--no-track] [--debug]
 
 Reads the whole ``params.yaml`` (validated first: a bad value exits 2 before any work), trains on
 ``<data.processed_dir>/{train,val}.npz`` and writes ``models/numpy/model.npz``,
@@ -11,10 +11,12 @@ MLflow run ``<DVC exp name or "repro">-numpy``. All the work is :func:`cnn.pipel
 from __future__ import annotations
 
 from cnn.pipeline import run_train_stage, stage_main
+from cnn.pipeline.stage import stage_args
 
 
-def main() -> None:
-    run_train_stage("numpy")
+def main(argv: list[str]) -> None:
+    args = stage_args(argv, __doc__)
+    run_train_stage("numpy", args.params, track=not args.no_track)
 
 
 if __name__ == "__main__":

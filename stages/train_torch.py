@@ -1,6 +1,6 @@
 """Stage ``train_torch``: train the PyTorch twin (same architecture, seed, batches) as ``params.yaml`` says.
 
-    python -m stages.train_torch [--debug]
+    python -m stages.train_torch [--params params.yaml] [--no-track] [--debug]
 
 Reads the whole ``params.yaml`` (validated first: a bad value exits 2 before any work), trains on
 ``<data.processed_dir>/{train,val}.npz`` and writes ``models/torch/model.pt``,
@@ -11,10 +11,12 @@ MLflow run ``<DVC exp name or "repro">-torch``. All the work is :func:`cnn.pipel
 from __future__ import annotations
 
 from cnn.pipeline import run_train_stage, stage_main
+from cnn.pipeline.stage import stage_args
 
 
-def main() -> None:
-    run_train_stage("torch")
+def main(argv: list[str]) -> None:
+    args = stage_args(argv, __doc__)
+    run_train_stage("torch", args.params, track=not args.no_track)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def test_compose_params_leaves_the_previous_file_when_the_composition_is_invalid
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_preset_composes_into_a_valid_config(experiment):
     cfg = validate_config(composed(f"experiment={experiment}"))
-    assert set(cfg) == {"data", "model", "optimizer", "scheduler", "train", "tracking", "evaluate"}
+    assert set(cfg) == {"data", "model", "optimizer", "scheduler", "train", "tracking", "evaluate", "paths"}
 
 
 @pytest.mark.parametrize(
@@ -216,7 +216,7 @@ def test_every_optimizer_and_scheduler_preset_builds_in_the_library(optimizer, s
         (
             "optimizer.name",
             "adamx",
-            "optimizer.name = 'adamx' is not allowed; expected one of adam, sgd, adamw",
+            "optimizer.name = 'adamx' is not allowed; expected one of adam, adamw, sgd",
         ),
         ("scheduler.name", "linear", "scheduler.name = 'linear' is not allowed; expected one of none, step,"),
         ("optimizer.lr", 0.0, "optimizer.lr = 0.0 is not allowed; expected a number > 0"),
@@ -339,12 +339,12 @@ def test_unknown_top_level_group_is_rejected():
         validate_config(cfg)
 
 
-def test_validation_fills_schema_defaults_and_coerces_types():
+def test_validation_coerces_types_and_leaves_keys_the_option_does_not_read_unset():
     cfg = composed()
     cfg["optimizer"]["lr"] = "3e-4"  # a string the schema can read as a float
     out = validate_config(cfg)
     assert out["optimizer"]["lr"] == pytest.approx(3e-4)
-    assert out["optimizer"]["momentum"] == 0.0  # not in adam.yaml, filled from the schema
+    assert out["optimizer"]["momentum"] is None  # adam does not read it: not set, no default in the schema
     assert out["scheduler"]["T_max"] is None
     assert validate_config(out) == out  # idempotent: a validated config passes unchanged
 
@@ -371,13 +371,18 @@ def test_load_params_names_the_file_when_it_is_missing_or_not_yaml(tmp_path):
 
 def test_schema_is_registered_in_hydras_config_store():
     from hydra.core.config_store import ConfigStore
+    from omegaconf.errors import ValidationError
 
     register_configs()
     repo = ConfigStore.instance().repo
     assert "cnn_pipeline_schema.yaml" in repo
     assert "schema.yaml" in repo["optimizer"]
     schema = OmegaConf.structured(PipelineConfig)
-    assert OmegaConf.to_container(schema.train, enum_to_str=True)["epochs"] == 5
+    assert OmegaConf.is_missing(schema.train, "epochs")  # the schema types values; conf/ holds them
+    train = OmegaConf.merge(schema.train, OmegaConf.load(CONF / "train" / "default.yaml"))
+    assert train.epochs == 5
+    with pytest.raises(ValidationError):
+        OmegaConf.merge(schema.train, {"epochs": "five"})
 
 
 def test_compose_command_exits_2_with_one_line_and_no_traceback(tmp_path):

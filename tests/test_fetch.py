@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from cnn.data import (
     FASHION_MNIST,
@@ -353,8 +354,10 @@ def run_stage(stage: str, params: Path, env: dict[str, str] | None = None) -> su
 
 
 def write_params(path: Path, **data: object) -> Path:
-    """A params file with only a ``data`` group; the stages fill every other key with its default."""
-    path.write_text(json.dumps({"data": data}))  # JSON is YAML
+    """The repository's params.yaml with ``data`` keys replaced."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(data)
+    path.write_text(json.dumps(params))  # JSON is YAML
     return path
 
 

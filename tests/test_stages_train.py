@@ -43,7 +43,8 @@ def write_splits(processed: Path, shape: tuple[int, int, int] = (1, 28, 28), n: 
         x = rng.normal(0.0, 0.1, size=(size, *shape)).astype(np.float32)
         x[np.arange(size), 0, y + 2, :] += 2.0
         save_split(processed / f"{split}.npz", x, y)
-    (processed / "stats.json").write_text(json.dumps({"dataset": "synthetic", "sizes": {"train": n}}))
+    stats = {"dataset": "synthetic", "sizes": {"train": n}, "mean": 0.0, "std": 1.0}
+    (processed / "stats.json").write_text(json.dumps(stats))
 
 
 def tiny_params(root: Path, *extra: str) -> Path:
@@ -134,10 +135,44 @@ def test_the_logged_numpy_model_predicts_like_the_saved_one(workdir):
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     client = mlflow.MlflowClient()
     (logged,) = client.search_logged_models(experiment_ids=[client.get_run(result.run_id).info.experiment_id])
-    x = np.load(workdir / "processed" / "test.npz")["x"][:4]
-    logits = np.asarray(mlflow.pyfunc.load_model(f"models:/{logged.model_id}").predict(x))
+    pixels = np.random.default_rng(0).integers(0, 256, size=(4, 28, 28), dtype=np.uint8)  # raw images
+    logits = np.asarray(mlflow.pyfunc.load_model(f"models:/{logged.model_id}").predict(pixels))
     saved = CNN.load(workdir / "models" / "numpy" / "model.npz")
-    np.testing.assert_array_equal(logits.argmax(axis=1), saved.predict(x))
+    np.testing.assert_array_equal(
+        logits.argmax(axis=1), saved.predict(pixels[:, None] / 255.0)
+    )  # mean 0, std 1
+
+
+def test_mlflow_holds_the_metrics_files_numbers_under_the_same_names_and_the_datasets_trained_on(workdir):
+    import mlflow
+
+    from cnn.pipeline.tracking import experiment_url
+
+    result = run_train_stage("numpy", tiny_params(workdir))
+    metrics = json.loads((workdir / "metrics" / "train_numpy.json").read_text())
+    client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    run = client.get_run(result.run_id)
+    logged = run.data.metrics  # the latest value of each metric: what the runs table shows
+    assert logged["train_time_s"] == metrics["train_time_s"]
+    assert logged["samples_per_sec"] == metrics["samples_per_sec"]  # the whole run's, not the last epoch's
+    for key, value in metrics["final"].items():
+        assert logged[key] == pytest.approx(value, rel=1e-12), key
+    assert [m.step for m in client.get_metric_history(result.run_id, "epoch_samples_per_sec")] == [1, 2]
+
+    datasets = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(datasets) == {"mnist-train", "mnist-val"}  # data.name of the config, one per split read
+    for split, context in (("train", "training"), ("val", "validation")):
+        dataset = datasets[f"mnist-{split}"]
+        assert dataset.dataset.digest and json.loads(dataset.dataset.source)["uri"].endswith(f"{split}.npz")
+        assert {t.key: t.value for t in dataset.tags}["mlflow.data.context"] == context
+
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # make ui prints this address: MLflow 3.17 opens it on the training runs, not on its GenAI overview
+    url = experiment_url("http://127.0.0.1:5000", f"sqlite:///{workdir / 'mlflow.db'}")
+    assert (
+        url == f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}?workflowType=machine_learning"
+    )
 
 
 def test_train_from_config_without_tracking_writes_only_the_model(workdir):
@@ -243,7 +278,7 @@ def test_a_bug_is_not_hidden_behind_a_one_line_error():
     [
         (
             "optimizer.name: adamx",
-            "optimizer.name = 'adamx' is not allowed; expected one of adam, sgd, adamw",
+            "optimizer.name = 'adamx' is not allowed; expected one of adam, adamw, sgd",
         ),
         ("scheduler.name: linear", "scheduler.name = 'linear' is not allowed; expected one of none, step"),
         ("optimizer.lr: 0", "optimizer.lr = 0.0 is not allowed; expected a number > 0"),

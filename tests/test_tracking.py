@@ -191,54 +191,7 @@ def test_parent_run_id_from_another_process_makes_the_run_a_child(cfg, monkeypat
 
 
 # ------------------------------------------------------------------------------------- models
-def test_torch_model_loads_back_as_pyfunc_returning_its_logits_for_any_batch_size(cfg):
-    torch = pytest.importorskip("torch")
-    from cnn.torch_model import TorchCNN
-
-    model = TorchCNN(**TINY_ARCH, seed=1)
-    model.train()  # logged in eval mode whatever the mode it is in
-    with tracking.start_training_run(cfg, "torch"):
-        info = tracking.log_torch_model(model, images(3))
-    assert model.training, "logging must not change the caller's model mode"
-    x = images(7, seed=2)
-    predicted = mlflow.pyfunc.load_model(info.model_uri).predict(x)
-    with torch.no_grad():
-        expected = model.eval()(torch.from_numpy(x)).numpy()
-    assert predicted.shape == (7, 10) and predicted.dtype == np.float32
-    np.testing.assert_allclose(predicted, expected, rtol=1e-5, atol=1e-5)
-    meta = mlflow.models.get_model_info(info.model_uri)
-    assert tuple(meta.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 1, 28, 28)
-    assert meta.saved_input_example_info is not None
-
-
-def test_numpy_model_loads_back_as_pyfunc_returning_its_logits(cfg):
-    from cnn.model import CNN
-
-    model = CNN(**TINY_ARCH, seed=3)
-    with tracking.start_training_run(cfg, "numpy") as run:
-        info = tracking.log_numpy_model(model, images(4))
-    x = images(9, seed=4)
-    expected = model.eval().forward(x)
-    for uri in (info.model_uri, f"runs:/{run.info.run_id}/model"):
-        predicted = mlflow.pyfunc.load_model(uri).predict(x)
-        assert predicted.shape == (9, 10) and predicted.dtype == np.float32
-        np.testing.assert_allclose(predicted, expected, rtol=1e-6, atol=1e-6)
-
-
-def test_numpy_and_torch_twins_logged_with_the_same_weights_predict_the_same_logits(cfg):
-    pytest.importorskip("torch")
-    from cnn.model import CNN
-    from cnn.torch_model import to_torch
-
-    numpy_model = CNN(**TINY_ARCH, seed=5)
-    with tracking.start_training_run(cfg, "numpy"):
-        numpy_info = tracking.log_numpy_model(numpy_model, images(2))
-    with tracking.start_training_run(cfg, "torch"):
-        torch_info = tracking.log_torch_model(to_torch(numpy_model), images(2))
-    x = images(6, seed=6)
-    a = mlflow.pyfunc.load_model(numpy_info.model_uri).predict(x)
-    b = mlflow.pyfunc.load_model(torch_info.model_uri).predict(x)
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+# The logged models (raw images in, logits out) are tested in tests/test_serving.py.
 
 
 # ------------------------------------------------------------------------------------- pointers, later stages

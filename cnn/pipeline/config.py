@@ -1,11 +1,13 @@
-"""The pipeline's configuration: a typed schema of ``conf/`` (and so of ``params.yaml``) and its validation.
+"""The pipeline's configuration checked: a composed ``conf/`` (``params.yaml``) against the schema and ranges.
 
 ``conf/`` is plain Hydra YAML, composed into ``params.yaml`` by DVC's own Hydra composition (``dvc exp
 run``) or by :func:`cnn.pipeline.compose_params` (``make repro``). DVC composes in its own process, where
 our Python code is not loaded, so the YAML cannot name a ConfigStore schema in its defaults list. The schema
 is applied when a stage loads the composed config instead: :func:`validate_config` merges it onto
-:class:`PipelineConfig` (OmegaConf structured config: unknown keys and wrong types are rejected), then
-checks ranges and the fit between model and data. Every failure is one :class:`~cnn.errors.ConfigError`
+:class:`PipelineConfig` (:mod:`cnn.pipeline.schema`, an OmegaConf structured config: unknown keys, wrong
+types and missing values are rejected), then checks ranges (those of the optimizer and scheduler
+hyper-parameters are the library's ``OPTIMIZER_RANGES`` / ``SCHEDULER_RANGES``) and the fit between model
+and data. Every failure is one :class:`~cnn.errors.ConfigError`
 line naming the key, the value found and what is allowed, e.g.::
 
     params.yaml: optimizer.lr = -0.001 is not allowed; expected a number > 0
@@ -21,12 +23,33 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from enum import Enum
-from typing import Any
+from dataclasses import fields
+from typing import Any, cast
 
 from cnn.architecture import ArchConfig
 from cnn.errors import ConfigError
+from cnn.optimizers import OPTIMIZER_KEYS, OPTIMIZER_RANGES
+from cnn.pipeline.schema import (
+    DATASETS,
+    FRAMEWORKS,
+    GROUPS,
+    MISSING,
+    OPTIMIZERS,
+    SCHEDULERS,
+    TRAIN_OVERRIDABLE,
+    DataConfig,
+    DatasetFacts,
+    EvaluateConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PathsConfig,
+    PipelineConfig,
+    SchedulerConfig,
+    TrackingConfig,
+    TrainConfig,
+    register_configs,
+)
+from cnn.schedulers import SCHEDULER_KEYS, SCHEDULER_RANGES
 
 __all__ = [
     "DATASETS",
@@ -38,6 +61,7 @@ __all__ = [
     "EvaluateConfig",
     "ModelConfig",
     "OptimizerConfig",
+    "PathsConfig",
     "PipelineConfig",
     "SchedulerConfig",
     "TrackingConfig",
@@ -49,190 +73,7 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Vocabulary. Enum member names are the words users type (`optimizer=sgd`, `-S scheduler.name=cosine`).
-
-
-class DatasetName(str, Enum):
-    mnist = "mnist"
-    fashion_mnist = "fashion_mnist"
-
-
-class OptimizerName(str, Enum):
-    adam = "adam"
-    sgd = "sgd"
-    adamw = "adamw"
-
-
-class SchedulerName(str, Enum):
-    none = "none"
-    step = "step"
-    exponential = "exponential"
-    cosine = "cosine"
-    plateau = "plateau"
-
-
-class PlateauMode(str, Enum):
-    min = "min"
-    max = "max"
-
-
-class DType(str, Enum):
-    float32 = "float32"
-    float64 = "float64"
-
-
-class Framework(str, Enum):
-    numpy = "numpy"
-    torch = "torch"
-
-
-OPTIMIZERS: tuple[str, ...] = tuple(m.name for m in OptimizerName)
-SCHEDULERS: tuple[str, ...] = tuple(m.name for m in SchedulerName)
-FRAMEWORKS: tuple[str, ...] = tuple(m.name for m in Framework)
-
-
-@dataclass(frozen=True)
-class DatasetFacts:
-    """What the config is checked against before any data is read: the published sizes of the datasets."""
-
-    train_images: int
-    test_images: int
-    image_shape: tuple[int, int, int]
-    num_classes: int
-
-
-DATASETS: dict[str, DatasetFacts] = {
-    "mnist": DatasetFacts(train_images=60_000, test_images=10_000, image_shape=(1, 28, 28), num_classes=10),
-    "fashion_mnist": DatasetFacts(
-        train_images=60_000, test_images=10_000, image_shape=(1, 28, 28), num_classes=10
-    ),
-}
-
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Schema: one dataclass per config group. Defaults equal conf/'s defaults; scheduler keys that only one
-# scheduler reads default to None and are required by that scheduler.
-
-
-@dataclass
-class DataConfig:
-    name: DatasetName = DatasetName.mnist
-    source_dir: str | None = None
-    raw_dir: str = "data/raw"
-    processed_dir: str = "data/processed"
-    train_size: int | None = 5000
-    val_size: int = 1000
-    test_size: int | None = None
-    seed: int = 0
-    mirrors: list[str] | None = None  # HTTPS base URLs; None = torchvision's mirrors, [] = no download
-    download_timeout_s: float = 10.0
-
-
-@dataclass
-class ModelConfig:
-    name: str = "seed_cnn"
-    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
-    num_classes: int = 10
-    use_batchnorm: bool = True
-    dropout_rate: float = 0.25
-    conv_channels: list[list[int]] = field(default_factory=lambda: [[32, 32], [64, 64]])
-    kernel_size: int = 3
-    dense_units: list[int] = field(default_factory=lambda: [128])
-    dense_dropout: float = 0.5
-
-
-@dataclass
-class OptimizerConfig:
-    name: OptimizerName = OptimizerName.adam
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.0  # sgd only
-    nesterov: bool = False  # sgd only
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw
-    eps: float = 1e-8  # adam, adamw
-
-
-@dataclass
-class SchedulerConfig:
-    name: SchedulerName = SchedulerName.none
-    step_size: int | None = None  # step
-    gamma: float | None = None  # step, exponential
-    T_max: int | None = None  # cosine; None = train.epochs
-    eta_min: float = 0.0  # cosine
-    factor: float | None = None  # plateau
-    patience: int | None = None  # plateau
-    mode: PlateauMode = PlateauMode.min  # plateau
-    warmup_epochs: int = 0
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 5
-    batch_size: int = 32
-    seed: int = 0
-    threads: int | None = None
-    device: str = "auto"
-    dtype: DType = DType.float32
-    deterministic: bool = True
-    channels_last: bool | None = None  # None: on for the CPU (faster there), off on GPUs
-    compile: bool = False
-    amp: bool = False
-    resume: bool = False
-    checkpoint_dir: str = "checkpoints"
-    framework: Framework = Framework.numpy
-    # Per-framework overrides of the keys above (checked against them in validate_config).
-    numpy: dict[str, Any] = field(default_factory=dict)
-    torch: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class TrackingConfig:
-    uri: str | None = None
-    experiment: str = "cnn-mnist"
-
-
-@dataclass
-class EvaluateConfig:
-    batch_size: int = 1000  # evaluate: inference batch (metrics pass and images/s)
-    num_samples: int = 32  # plot: images in sample_predictions.png
-    max_misclassified: int = 24  # plot: images in misclassified.png
-    feature_map_channels: int = 8  # plot: channels per conv layer in feature_maps.png
-
-
-@dataclass
-class PipelineConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-
-
-_GROUPS: dict[str, type] = {f.name: f.default_factory for f in fields(PipelineConfig)}  # type: ignore[misc]
-# Keys of `train` a per-framework override may set (the override tables themselves and the sweep's
-# framework switch are not among them).
-_TRAIN_OVERRIDABLE = tuple(
-    f.name for f in fields(TrainConfig) if f.name not in ("numpy", "torch", "framework")
-)
-
-
-def register_configs() -> None:
-    """Store the schema in Hydra's ConfigStore: ``cnn_pipeline_schema`` and ``<group>/schema``.
-
-    A Hydra app composing in process can put ``cnn_pipeline_schema`` first in its defaults list to get
-    typed composition; :func:`validate_config` applies the same schema either way.
-    """
-    from hydra.core.config_store import ConfigStore
-
-    cs = ConfigStore.instance()
-    cs.store(name="cnn_pipeline_schema", node=PipelineConfig)
-    for group, node in _GROUPS.items():
-        cs.store(group=group, name="schema", node=node)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -271,20 +112,32 @@ def _typed(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
 
     try:
         if isinstance(raw, DictConfig):
-            raw = OmegaConf.to_container(raw, resolve=True)
+            raw = cast(dict[str, Any], OmegaConf.to_container(raw, resolve=True))
         merged = OmegaConf.merge(OmegaConf.structured(PipelineConfig), raw)
         return OmegaConf.to_container(merged, resolve=True, enum_to_str=True)  # type: ignore[return-value]
     except ConfigKeyError as exc:
         key = exc.full_key or str(exc.key)
         parent = key.rsplit(".", 1)[0] if "." in key else ""
-        node = _GROUPS.get(parent)
-        allowed = [f.name for f in fields(node)] if node else list(_GROUPS)
+        node = GROUPS.get(parent)
+        allowed = [f.name for f in fields(node)] if node else list(GROUPS)
         raise ConfigError(f"{source}: unknown key {key}; expected one of {', '.join(allowed)}") from exc
     except ValidationError as exc:
         raise _reject(source, exc.full_key or str(exc.key), exc.value, _expected_type(exc)) from exc
     except OmegaConfBaseException as exc:  # e.g. an interpolation that does not resolve
         first = str(exc).splitlines()[0]
         raise ConfigError(f"{source}: {first}") from exc
+
+
+def _check_complete(cfg: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    """Every schema key has a value: the values live in ``conf/`` only, the schema holds none."""
+    for key, value in cfg.items():
+        if isinstance(value, Mapping):
+            _check_complete(value, source, f"{prefix}{key}.")
+        elif isinstance(value, str) and value == MISSING:
+            raise ConfigError(
+                f"{source}: {prefix}{key} is missing; expected a value from conf/ "
+                "(compose params.yaml with `python -m cnn.pipeline compose`)"
+            )
 
 
 def _check(ok: bool, source: str, key: str, value: Any, allowed: str) -> None:
@@ -363,10 +216,13 @@ def _check_model(m: dict[str, Any], s: str) -> None:
 
 
 def _check_optimizer(o: dict[str, Any], s: str) -> None:
-    _check(_positive_number(o["lr"]), s, "optimizer.lr", o["lr"], "a number > 0")
-    _check(o["weight_decay"] >= 0, s, "optimizer.weight_decay", o["weight_decay"], "a number >= 0")
-    if o["name"] == "sgd":
-        _check(0.0 <= o["momentum"] < 1.0, s, "optimizer.momentum", o["momentum"], "a number in [0, 1)")
+    name = o["name"]
+    for key in ("lr", "weight_decay", *OPTIMIZER_KEYS[name]):  # the keys the library's optimizer reads
+        _check(o[key] is not None, s, f"optimizer.{key}", o[key], f"a value: optimizer.name={name} reads it")
+        if key in OPTIMIZER_RANGES:
+            expected, ok = OPTIMIZER_RANGES[key]
+            _check(ok(o[key]), s, f"optimizer.{key}", o[key], expected)
+    if name == "sgd":
         _check(
             not o["nesterov"] or o["momentum"] > 0,
             s,
@@ -376,22 +232,14 @@ def _check_optimizer(o: dict[str, Any], s: str) -> None:
         )
     else:
         # Silently ignoring a momentum the user asked for would be worse than refusing it.
+        momentum_set = o["momentum"] not in (None, 0)
         _check(
-            o["momentum"] == 0 and not o["nesterov"],
+            not momentum_set and not o["nesterov"],
             s,
-            "optimizer.momentum" if o["momentum"] != 0 else "optimizer.nesterov",
-            o["momentum"] if o["momentum"] != 0 else o["nesterov"],
-            f"unset: momentum and nesterov are read by optimizer.name=sgd only, not {o['name']}",
+            "optimizer.momentum" if momentum_set else "optimizer.nesterov",
+            o["momentum"] if momentum_set else o["nesterov"],
+            f"unset: momentum and nesterov are read by optimizer.name=sgd only, not {name}",
         )
-        betas = o["betas"]
-        _check(
-            len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas),
-            s,
-            "optimizer.betas",
-            betas,
-            "two numbers in [0, 1)",
-        )
-        _check(_positive_number(o["eps"]), s, "optimizer.eps", o["eps"], "a number > 0")
 
 
 def _check_scheduler(c: dict[str, Any], epochs: int, lr: float, s: str) -> None:
@@ -403,21 +251,15 @@ def _check_scheduler(c: dict[str, Any], epochs: int, lr: float, s: str) -> None:
         c["warmup_epochs"],
         f"an integer in [0, train.epochs={epochs})",
     )
-    needs = {"step": ("step_size", "gamma"), "exponential": ("gamma",), "plateau": ("factor", "patience")}
-    for key in needs.get(name, ()):
-        _check(c[key] is not None, s, f"scheduler.{key}", c[key], f"a value: scheduler.name={name} reads it")
-    if name == "step":
-        _check(c["step_size"] >= 1, s, "scheduler.step_size", c["step_size"], "an integer >= 1 (epochs)")
-    if name in ("step", "exponential"):
-        _check(0.0 < c["gamma"] <= 1.0, s, "scheduler.gamma", c["gamma"], "a number in (0, 1]")
+    for key in SCHEDULER_KEYS[name]:  # the keys the library's scheduler of that name reads
+        if key != "T_max":  # T_max: null = train.epochs
+            _check(
+                c[key] is not None, s, f"scheduler.{key}", c[key], f"a value: scheduler.name={name} reads it"
+            )
+        if key in SCHEDULER_RANGES:
+            expected, ok = SCHEDULER_RANGES[key]
+            _check(ok(c[key]), s, f"scheduler.{key}", c[key], expected)
     if name == "cosine":
-        _check(
-            c["T_max"] is None or c["T_max"] >= 1,
-            s,
-            "scheduler.T_max",
-            c["T_max"],
-            "an integer >= 1 (epochs) or null for train.epochs",
-        )
         _check(
             0.0 <= c["eta_min"] < lr,
             s,
@@ -425,9 +267,6 @@ def _check_scheduler(c: dict[str, Any], epochs: int, lr: float, s: str) -> None:
             c["eta_min"],
             f"a number in [0, optimizer.lr={lr})",
         )
-    if name == "plateau":
-        _check(0.0 < c["factor"] < 1.0, s, "scheduler.factor", c["factor"], "a number in (0, 1)")
-        _check(c["patience"] >= 0, s, "scheduler.patience", c["patience"], "an integer >= 0 (epochs)")
 
 
 def _check_train(t: dict[str, Any], s: str, prefix: str = "train") -> None:
@@ -455,15 +294,24 @@ def _check_overrides(train: dict[str, Any], s: str) -> None:
     """``train.numpy`` / ``train.torch`` may only override the shared training keys."""
     for fw in FRAMEWORKS:
         for key in train[fw]:
-            if key not in _TRAIN_OVERRIDABLE:
+            if key not in TRAIN_OVERRIDABLE:
                 raise ConfigError(
-                    f"{s}: unknown key train.{fw}.{key}; expected one of {', '.join(_TRAIN_OVERRIDABLE)}"
+                    f"{s}: unknown key train.{fw}.{key}; expected one of {', '.join(TRAIN_OVERRIDABLE)}"
                 )
 
 
 def _check_evaluate(e: dict[str, Any], s: str) -> None:
     for key in ("batch_size", "num_samples", "max_misclassified", "feature_map_channels"):
         _check(e[key] >= 1, s, f"evaluate.{key}", e[key], "an integer >= 1")
+
+
+def _check_paths(p: dict[str, Any], s: str) -> None:
+    for key, value in p.items():
+        if isinstance(value, dict):
+            for fw in FRAMEWORKS:
+                _check(bool(value.get(fw)), s, f"paths.{key}.{fw}", value.get(fw), "a file name")
+        else:
+            _check(bool(value), s, f"paths.{key}", value, "a file or folder name")
 
 
 def validate_config(cfg: Mapping[str, Any], source: str = "params.yaml") -> dict[str, Any]:
@@ -482,6 +330,7 @@ def validate_config(cfg: Mapping[str, Any], source: str = "params.yaml") -> dict
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"{source}: expected a mapping of config groups, found {type(cfg).__name__}")
     out = _typed(cfg, source)
+    _check_complete(out, source)
     _check_model(out["model"], source)
     _check_data(out["data"], out["model"], source)
     _check_optimizer(out["optimizer"], source)
@@ -494,6 +343,7 @@ def validate_config(cfg: Mapping[str, Any], source: str = "params.yaml") -> dict
     if not out["tracking"]["experiment"]:
         raise _reject(source, "tracking.experiment", out["tracking"]["experiment"], "a non-empty name")
     _check_evaluate(out["evaluate"], source)
+    _check_paths(out["paths"], source)
     return out
 
 

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cnn.atomic import atomic_write_text
+
 FRAMEWORK_NAMES = {"numpy": "NumPy CNN", "torch": "PyTorch CNN"}
 """Display name of each framework key of ``metrics/evaluate.json``, in table order."""
 
@@ -221,9 +223,4 @@ def render_comparison(evaluation: Mapping[str, Any], title: str = "NumPy CNN vs 
 
 def write_comparison(evaluation: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Render :func:`render_comparison` into ``path`` atomically; return the path."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render_comparison(evaluation), encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return atomic_write_text(path, render_comparison(evaluation))

@@ -1,38 +1,20 @@
 """MLflow tracking for the training stages, the evaluation stages and the sweeps.
 
-Where runs go (``resolve_tracking_uri``), first match wins:
+Where runs go and reaching the store (``resolve_tracking_uri``, ``check_tracking_uri``,
+``ensure_experiment``): :mod:`cnn.pipeline.tracking_store`, re-exported here.
 
-1. ``tracking.uri`` from the config, when not null;
-2. the ``MLFLOW_TRACKING_URI`` environment variable, when set and not empty;
-3. ``sqlite:///<repo root>/mlflow.db``, the root being ``$DVC_ROOT`` (DVC sets it for every stage, and for
-   a queued ``dvc exp run`` it names the *original* repository, not the temporary copy the experiment runs
-   in), else the git top level of the working directory, else the working directory.
-
-A relative SQLite path (``sqlite:///runs.db``) is taken relative to the repo root for the same reason.
-Experiments created on a SQLite store keep their artifacts next to the database, in ``mlartifacts/``, so
-a run made in a temporary copy does not leave its model in a directory that is about to be deleted.
-
-What a training run holds (``start_training_run`` + ``MLflowCallback`` + ``log_*_model``):
+What a training run holds (``start_training_run`` + ``log_datasets`` + ``MLflowCallback`` +
+``log_run_summary`` + :mod:`cnn.pipeline.logged_models`):
 
 - name ``<DVC exp name or "repro">-<framework>``; tags ``framework``, ``git_commit``, ``dvc_exp_name``,
   ``data_digest`` (SHA-256 of ``<processed_dir>/stats.json``), ``mlflow.source.git.commit``;
 - params: the config flattened to dotted keys (``optimizer.lr`` = ``0.001``; lists as JSON);
+- dataset inputs ``<data.name>-train`` / ``-val`` (name, digest, source);
 - metrics per epoch, ``step`` = epoch: loss, accuracy, val_loss, val_accuracy, lr, epoch_time,
-  samples_per_sec;
-- artifacts: ``config.yaml`` (the resolved config), the checkpoint, and the model under ``model/``.
-
-The logged model, for both frameworks, answers ``mlflow.pyfunc.load_model(uri).predict(x)`` with
-``x`` a float32 array of shape (N, C, H, W), normalised like ``data/processed``, and returns the **logits**,
-a float32 array of shape (N, num_classes) (``softmax`` gives probabilities, ``argmax`` the class). Logits
-because the torch model is logged as itself (``mlflow.pytorch``, torch.export "pt2" format: no pickle) and
-its ``forward`` returns logits; the NumPy model's pyfunc wrapper returns the same quantity. The NumPy
-model is a models-from-code pyfunc (no cloudpickle) that bundles the ``cnn`` package and loads its
-weights with ``CNN.load`` from the ``.npz`` logged beside it.
-
-Failures: a tracking server that does not answer raises ``TrackingError`` within ``timeout_s`` seconds,
-naming the URI (password redacted), before any training starts. The local SQLite default needs no
-server; concurrent writers are serialised by SQLite (WAL journal) and the one-time schema creation is
-guarded by a file lock, so parallel sweep jobs lose no run.
+  epoch_samples_per_sec; once, for the whole run: train_time_s, samples_per_sec (the values of
+  ``metrics/train_<framework>.json``);
+- artifacts: ``config.yaml`` (the resolved config), the checkpoint; the model is a logged model of the
+  run (``model``: raw images in, logits out, :mod:`cnn.pipeline.logged_models`).
 
 ``import cnn`` does not import mlflow: this module imports it inside the functions that use it.
 """
@@ -44,275 +26,42 @@ import hashlib
 import json
 import numbers
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cnn.atomic import atomic_write_text
 from cnn.errors import TrackingError
+from cnn.pipeline.tracking_store import ARTIFACTS_DIR_NAME as ARTIFACTS_DIR_NAME
+from cnn.pipeline.tracking_store import DB_FILE_NAME as DB_FILE_NAME
+from cnn.pipeline.tracking_store import DEFAULT_EXPERIMENT as DEFAULT_EXPERIMENT
+from cnn.pipeline.tracking_store import HTTP_ENV_DEFAULTS as HTTP_ENV_DEFAULTS
+from cnn.pipeline.tracking_store import check_tracking_uri as check_tracking_uri
+from cnn.pipeline.tracking_store import configure_tracking as configure_tracking
+from cnn.pipeline.tracking_store import ensure_experiment as ensure_experiment
+from cnn.pipeline.tracking_store import git_output as _git
+from cnn.pipeline.tracking_store import mlflow_module as _mlflow
+from cnn.pipeline.tracking_store import redact_uri as redact_uri
+from cnn.pipeline.tracking_store import repo_root as repo_root
+from cnn.pipeline.tracking_store import resolve_tracking_uri as resolve_tracking_uri
+from cnn.pipeline.tracking_store import sqlite_path as sqlite_path
 
-DEFAULT_EXPERIMENT = "cnn-mnist"
-DB_FILE_NAME = "mlflow.db"
-ARTIFACTS_DIR_NAME = "mlartifacts"
 MODEL_ARTIFACT_NAME = "model"
 CONFIG_ARTIFACT_NAME = "config.yaml"
+#: Per-epoch names that differ from the trainer's (``samples_per_sec`` is the whole run's: log_run_summary).
+EPOCH_METRIC_NAMES = {"samples_per_sec": "epoch_samples_per_sec"}
 PARENT_RUN_ENV = "CNN_MLFLOW_PARENT_RUN_ID"
 """Environment variable a sweep sets so that training runs started in its jobs become its children."""
 
-# The MLflow client retries an unanswered HTTP request 7 times with exponential back-off and a 120 s
-# timeout (minutes of silence when the server dies mid-run). These defaults apply only where the user
-# has not set the variables.
-HTTP_ENV_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
-
-_SQLALCHEMY_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 _RUN_POINTER_KEYS = ("run_id", "experiment_id", "tracking_uri", "run_name")
-
-# The models-from-code file logged with every NumPy model. MLflow executes it when the model is loaded
-# (instead of unpickling an object), and `set_model` hands it the wrapper.
-_NUMPY_PYFUNC_CODE = '''"""MLflow pyfunc entry point of a NumPy `cnn.CNN` (tracking.log_numpy_model).
-
-predict(x): x float32 (N, C, H, W) -> logits float32 (N, num_classes), the eval-mode forward pass.
-"""
-
-import mlflow
-import numpy as np
-from mlflow.pyfunc import PythonModel
-
-
-class NumpyCNNModel(PythonModel):
-    def load_context(self, context):
-        from cnn.model import CNN
-
-        self.model = CNN.load(context.artifacts["weights"])  # npz, no pickle; returned in eval mode
-
-    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
-        from cnn.pipeline.tracking import numpy_logits
-
-        return numpy_logits(self.model, model_input)
-
-
-mlflow.models.set_model(NumpyCNNModel())
-'''
-
-
-# ----------------------------------------------------------------------------------------------------
-# Where runs go
-# ----------------------------------------------------------------------------------------------------
-def repo_root() -> Path:
-    """The project root: ``$DVC_ROOT``, else the git top level of the working directory, else the cwd."""
-    dvc_root = os.environ.get("DVC_ROOT")
-    if dvc_root:
-        return Path(dvc_root).resolve()
-    top = _git("rev-parse", "--show-toplevel")
-    return Path(top).resolve() if top else Path.cwd().resolve()
-
-
-def resolve_tracking_uri(cfg_uri: str | None = None) -> str:
-    """The tracking URI: ``cfg_uri`` -> ``$MLFLOW_TRACKING_URI`` -> ``sqlite:///<repo root>/mlflow.db``.
-
-    Relative SQLite paths are made absolute against ``repo_root()`` so that a DVC experiment running in a
-    temporary copy of the repository logs to the database of the original one.
-    """
-    uri = (cfg_uri or "").strip() or os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    if not uri:
-        return f"sqlite:///{repo_root() / DB_FILE_NAME}"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        relative = uri[len("sqlite:///") :]
-        if relative and relative != ":memory:":
-            return f"sqlite:///{repo_root() / relative}"
-    return uri
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` with any password replaced by ``***`` (for messages and logs)."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, or None for any other scheme (and for ``:memory:``)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = uri[len("sqlite:///") :].split("?", 1)[0]
-    return None if path in ("", ":memory:") else Path(path)
-
-
-def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast when the tracking store behind ``uri`` cannot be used.
-
-    - ``http(s)://``: ``GET <uri>/health`` must answer (any HTTP status below 500) within ``timeout_s``;
-    - ``postgresql://``, ``mysql://``, ``mssql://`` (a database used directly): a TCP connection to its
-      host and port must open within ``timeout_s``;
-    - ``sqlite:///``: the database's directory is created when missing and must be writable.
-
-    Raises:
-        TrackingError: naming the (redacted) URI, what was expected and what happened.
-    """
-    scheme = urllib.parse.urlsplit(uri).scheme.lower()
-    shown = redact_uri(uri)
-    if scheme in ("http", "https"):
-        health = uri.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(health, timeout=timeout_s) as response:
-                response.read(64)
-        except urllib.error.HTTPError as err:
-            if err.code >= 500:
-                raise TrackingError(
-                    f"tracking server {shown} answered {err.code} {err.reason} to GET /health; "
-                    "expected a running MLflow server"
-                ) from None
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise TrackingError(
-                f"tracking server {shown} did not answer within {timeout_s:g} s ({reason}); start it "
-                "(mlflow server ...), or unset MLFLOW_TRACKING_URI / tracking.uri to log to the local "
-                f"sqlite:///<repo>/{DB_FILE_NAME}"
-            ) from None
-    elif scheme.split("+", 1)[0] in _SQLALCHEMY_DEFAULT_PORTS:
-        parts = urllib.parse.urlsplit(uri)
-        if not parts.hostname:
-            return  # a Unix-socket connection: nothing to probe over TCP
-        port = parts.port or _SQLALCHEMY_DEFAULT_PORTS[scheme.split("+", 1)[0]]
-        try:
-            with socket.create_connection((parts.hostname, port), timeout=timeout_s):
-                pass
-        except OSError as err:
-            raise TrackingError(
-                f"tracking database {shown}: no answer from {parts.hostname}:{port} within "
-                f"{timeout_s:g} s ({err})"
-            ) from None
-    elif scheme == "sqlite":
-        path = sqlite_path(uri)
-        if path is None:
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise TrackingError(f"tracking database {shown}: cannot create {path.parent} ({err})") from None
-        if not os.access(path.parent, os.W_OK):
-            raise TrackingError(f"tracking database {shown}: directory {path.parent} is not writable")
-
-
-# ----------------------------------------------------------------------------------------------------
-# Experiments and stores
-# ----------------------------------------------------------------------------------------------------
-def _mlflow() -> Any:
-    import mlflow  # deferred: `import cnn` must stay free of mlflow
-
-    return mlflow
-
-
-@contextlib.contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
-    """Serialise schema creation and experiment creation on a SQLite store across processes.
-
-    MLflow creates the schema (alembic migrations) the first time a process opens a database; two
-    processes doing that at once on a fresh file collide. Other stores handle this themselves.
-    """
-    path = sqlite_path(uri)
-    if path is None:
-        yield
-        return
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _enable_wal(path: Path) -> None:
-    """Switch a SQLite database to write-ahead logging: readers (the UI) no longer block writers.
-
-    The mode is stored in the database file; repeating the pragma on a WAL database changes nothing.
-    """
-    import sqlite3
-
-    with contextlib.closing(sqlite3.connect(path, timeout=30)) as con:
-        con.execute("PRAGMA journal_mode=WAL")
-
-
-def configure_tracking(uri: str, *, timeout_s: float = 5.0) -> None:
-    """Check ``uri`` (fail fast), point the mlflow client at it and prepare its store.
-
-    Also sets bounded HTTP retry/timeout defaults (``HTTP_ENV_DEFAULTS``) where the user has not set them,
-    and, for SQLite, creates the schema under a file lock and enables the WAL journal.
-    """
-    check_tracking_uri(uri, timeout_s=timeout_s)
-    for key, value in HTTP_ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    mlflow = _mlflow()
-    mlflow.set_tracking_uri(uri)
-    path = sqlite_path(uri)
-    if path is not None:
-        with _store_lock(uri):
-            _enable_wal(path)
-            mlflow.MlflowClient(uri).search_experiments(max_results=1)  # creates the schema once
-
-
-def ensure_experiment(name: str, uri: str) -> str:
-    """The id of experiment ``name`` on ``uri``, created when missing (race-free across processes).
-
-    On SQLite the experiment's artifact location is ``<database dir>/mlartifacts``; elsewhere the server
-    decides.
-    """
-    mlflow = _mlflow()
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow.MlflowClient(uri)
-    with _store_lock(uri):
-        experiment = client.get_experiment_by_name(name)
-        if experiment is not None:
-            if experiment.lifecycle_stage == "deleted":
-                raise TrackingError(
-                    f"tracking.experiment: experiment {name!r} on {redact_uri(uri)} is deleted; restore it "
-                    "(mlflow experiments restore) or choose another name"
-                )
-            return experiment.experiment_id
-        path = sqlite_path(uri)
-        location = (path.parent / ARTIFACTS_DIR_NAME).as_uri() if path is not None else None
-        try:
-            return client.create_experiment(name, artifact_location=location)
-        except MlflowException:  # created by another process between the two calls (non-SQLite stores)
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:
-                raise
-            return experiment.experiment_id
 
 
 # ----------------------------------------------------------------------------------------------------
 # Run metadata
 # ----------------------------------------------------------------------------------------------------
-def _git(*args: str) -> str | None:
-    """``git <args>`` in the working directory: its stripped output, or None (no git, not a repo, error)."""
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() or None
-
-
 def dvc_exp_name() -> str | None:
     """The DVC experiment name (``$DVC_EXP_NAME``, set by ``dvc exp run``), or None under ``dvc repro``."""
     return os.environ.get("DVC_EXP_NAME") or None
@@ -436,7 +185,8 @@ class MLflowCallback:
     """Training callback: log each epoch's numeric ``logs`` to an MLflow run with ``step=epoch``.
 
     ``logs`` holds loss, accuracy, val_loss, val_accuracy, lr, epoch_time and samples_per_sec (whichever the
-    trainer has). The run is ``run_id`` when given, else the run active when the first epoch ends.
+    trainer has); the epoch's samples_per_sec is logged as ``epoch_samples_per_sec``. The run is ``run_id``
+    when given, else the run active when the first epoch ends.
     """
 
     def __init__(self, run_id: str | None = None) -> None:
@@ -450,7 +200,7 @@ class MLflowCallback:
                 raise TrackingError("MLflowCallback: no run_id given and no active MLflow run to log to")
             self.run_id = active.info.run_id
         metrics = {
-            key: float(value)
+            EPOCH_METRIC_NAMES.get(key, key): float(value)
             for key, value in logs.items()
             if isinstance(value, numbers.Real) and not isinstance(value, bool)
         }
@@ -481,23 +231,48 @@ def log_artifact(path: str | os.PathLike[str], artifact_path: str | None = None)
 
 
 # ----------------------------------------------------------------------------------------------------
-# Models
+# What a training run trained on, and what it measured over the whole run
 # ----------------------------------------------------------------------------------------------------
-def _example_batch(input_example: Any, dtype: Any) -> np.ndarray:
-    """The input example as a C-contiguous (N, C, H, W) array of ``dtype`` with N >= 2.
+def log_datasets(cfg: Mapping[str, Any], splits: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Record the splits a training run reads as MLflow dataset inputs (``mlflow.log_input``).
 
-    N >= 2 because torch.export specialises a batch dimension of size 1 to a constant.
+    ``splits`` maps ``"train"`` / ``"val"`` to ``(x, y)``; each becomes the dataset
+    ``<data.name>-<split>`` (``mnist-train``) with MLflow's digest of the arrays, the source
+    ``<data.processed_dir>/<split>.npz`` and the context ``training`` / ``validation``; the UI shows them
+    in the runs table's Dataset column and on the run page.
     """
-    x = np.ascontiguousarray(np.asarray(input_example, dtype=dtype))
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4:
-        raise TrackingError(f"input_example: expected an (N, C, H, W) array, found shape {x.shape}")
-    if x.shape[0] < 2:
-        x = np.concatenate([x, x], axis=0)
-    return x[:5]
+    import warnings
+
+    mlflow = _mlflow()
+    data = cfg.get("data") or {}
+    name = data.get("name") or "data"
+    processed = Path(data.get("processed_dir") or "data/processed")
+    contexts = {"train": "training", "val": "validation", "test": "testing"}
+    for split, (x, y) in splits.items():
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source twice and then warns that a path is ambiguous.
+            warnings.filterwarnings("ignore", message=".*The specified dataset source can be interpreted")
+            dataset = mlflow.data.from_numpy(
+                x, targets=y, source=str(processed / f"{split}.npz"), name=f"{name}-{split}"
+            )
+        mlflow.log_input(dataset, context=contexts.get(split, split))
 
 
+def log_run_summary(run_id: str, summary: Mapping[str, float], step: int) -> None:
+    """Log whole-run numbers (``train_time_s``, ``samples_per_sec``) to ``run_id`` at ``step``.
+
+    The values are those of ``metrics/train_<framework>.json`` (rounded the same way), so MLflow, DVC and
+    the report show one number per name. The per-epoch throughput is ``epoch_samples_per_sec``.
+    """
+    mlflow = _mlflow()
+    metrics = [_metric(key, float(value), step=step) for key, value in summary.items()]
+    if metrics:
+        mlflow.MlflowClient().log_batch(run_id, metrics=metrics)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Models (logging them: cnn.pipeline.logged_models)
+# ----------------------------------------------------------------------------------------------------
 def numpy_logits(model: Any, x: Any, batch_size: int = 256) -> np.ndarray:
     """Eval-mode logits of a NumPy ``CNN``: x (N, C, H, W) -> float32 (N, num_classes), in batches.
 
@@ -513,90 +288,6 @@ def numpy_logits(model: Any, x: Any, batch_size: int = 256) -> np.ndarray:
     if not chunks:
         return np.zeros((0, model.config.num_classes), dtype=np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)
-
-
-def log_numpy_model(model: Any, input_example: Any, name: str = MODEL_ARTIFACT_NAME) -> Any:
-    """Log a NumPy ``cnn.CNN`` as an MLflow pyfunc model (models-from-code; weights in ``.npz``).
-
-    ``mlflow.pyfunc.load_model(info.model_uri).predict(x)`` returns ``numpy_logits(model, x)``:
-    float32 logits (N, num_classes) for float32 x (N, C, H, W). The model bundles the ``cnn`` package
-    (code_paths), so it loads where only numpy, tqdm and mlflow are installed.
-
-    Returns:
-        mlflow.models.model.ModelInfo of the logged model (``model_uri``, ``model_id``).
-    """
-    mlflow = _mlflow()
-    from mlflow.models import infer_signature
-
-    x = _example_batch(input_example, model.dtype)
-    signature = infer_signature(x, numpy_logits(model, x))
-    with tempfile.TemporaryDirectory(prefix="cnn-mlflow-") as tmp:
-        tmp_path = Path(tmp)
-        weights = model.save(tmp_path / "model.npz")
-        code_file = tmp_path / "numpy_cnn_pyfunc.py"
-        code_file.write_text(_NUMPY_PYFUNC_CODE)
-        package = Path(__file__).resolve().parents[1]  # the whole cnn package
-        bundled = tmp_path / "code" / package.name
-        shutil.copytree(package, bundled, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(code_file),
-            artifacts={"weights": str(weights)},
-            code_paths=[str(bundled)],
-            signature=signature,
-            input_example=x,
-            pip_requirements=_requirements("numpy", "tqdm", "mlflow"),
-        )
-
-
-def log_torch_model(model: Any, input_example: Any, name: str = MODEL_ARTIFACT_NAME) -> Any:
-    """Log a ``torch.nn.Module`` (TorchCNN) with ``mlflow.pytorch.log_model``, signature and input example.
-
-    The model is exported in eval mode from a CPU copy (torch.export, "pt2": loading executes no pickle),
-    with a dynamic batch dimension; ``predict(x)`` returns its ``forward``: float32 logits
-    (N, num_classes). A ``torch.compile``-d module is unwrapped first.
-
-    Returns:
-        mlflow.models.model.ModelInfo of the logged model.
-    """
-    import copy
-
-    import torch
-
-    mlflow = _mlflow()
-    from mlflow.models import infer_signature
-
-    module = getattr(model, "_orig_mod", model)  # torch.compile wraps the module
-    cpu_model = copy.deepcopy(module).to("cpu").eval()
-    dtype = next(cpu_model.parameters()).dtype
-    x = _example_batch(input_example, torch.empty((), dtype=dtype).numpy().dtype)
-    with torch.no_grad():
-        logits = cpu_model(torch.from_numpy(x)).numpy()
-    signature = infer_signature(x, logits)
-    return mlflow.pytorch.log_model(
-        cpu_model,
-        name=name,
-        signature=signature,
-        input_example=x,
-        serialization_format="pt2",
-        pip_requirements=_requirements("torch", "numpy", "mlflow"),
-    )
-
-
-def _requirements(*packages: str) -> list[str]:
-    """Pinned pip requirements of the installed ``packages`` (skipping any that are not installed).
-
-    Given explicitly, so MLflow does not spend seconds inferring them in a subprocess.
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    pins = []
-    for package in packages:
-        try:
-            pins.append(f"{package}=={version(package).split('+', 1)[0]}")
-        except PackageNotFoundError:
-            continue
-    return pins
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -616,12 +307,7 @@ def write_run_pointer(path: str | os.PathLike[str], run: Any, tracking_uri: str 
         "tracking_uri": tracking_uri or mlflow.get_tracking_uri(),
         "run_name": info.run_name,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(pointer, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(pointer, indent=2) + "\n")
 
 
 def read_run_pointer(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -687,3 +373,24 @@ def log_to_run(
             client.log_artifact(run_id, str(artifact), artifact_path=artifact_path)
         else:
             raise TrackingError(f"{artifact}: artifact to log to run {run_id} does not exist")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The UI
+# ----------------------------------------------------------------------------------------------------
+#: MLflow 3.17's UI opens experiments on its GenAI screens unless the URL (or its "Model training" switch,
+#: remembered per browser) selects the model-training ones: runs, logged models, the registry.
+UI_WORKFLOW_QUERY = "workflowType=machine_learning"
+
+
+def experiment_url(ui: str, uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
+    """The UI address that opens ``experiment`` on its training runs, e.g.
+    ``http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning``; the experiment list when
+    ``experiment`` does not exist (yet) on ``uri``. Reads the store, creates nothing."""
+    found = None
+    path = sqlite_path(uri)
+    if path is None or path.is_file():
+        with contextlib.suppress(Exception):  # a store that cannot be read yet: the list page is fine
+            found = _mlflow().MlflowClient(uri).get_experiment_by_name(experiment)
+    page = f"experiments/{found.experiment_id}" if found is not None else "experiments"
+    return f"{ui.rstrip('/')}/#/{page}?{UI_WORKFLOW_QUERY}"
