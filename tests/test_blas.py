@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from cnn.blas import (
     AUTO_ENV,
     CORETYPE_ENV,
     CpuFacts,
+    KernelChoiceWarning,
     coretype_to_set,
     preferred_environment,
     preferred_openblas_coretype,
@@ -44,7 +46,7 @@ def cpuinfo(cpu: CpuFacts) -> str:
     [
         (ZEN4, "Haswell"),  # Zen 4: OpenBLAS would pick its SkylakeX AVX-512 kernels
         (ZEN3, None),  # family 25 without AVX-512: OpenBLAS already uses AVX2
-        (ZEN5, None),  # full-width AVX-512, not measured
+        (ZEN5, None),  # full-width AVX-512: SkylakeX measured faster than Haswell (docs/library.md)
         (INTEL_AVX512, None),
         (INTEL_AVX2, None),
         (UNKNOWN, None),
@@ -81,6 +83,34 @@ def test_the_preferred_environment_for_a_child_process_respects_the_same_switche
     assert preferred_environment({"PATH": "/bin"}, ZEN5) == {"PATH": "/bin"}
     assert preferred_environment({AUTO_ENV: "0"}, ZEN4) == {AUTO_ENV: "0"}
     assert preferred_environment({CORETYPE_ENV: "Zen"}, ZEN4) == {CORETYPE_ENV: "Zen"}
+
+
+def test_importing_numpy_first_on_a_cpu_that_gets_other_kernels_warns_what_is_lost(monkeypatch):
+    from cnn.blas import select_openblas_kernels
+
+    monkeypatch.delenv(CORETYPE_ENV, raising=False)
+    monkeypatch.delenv(AUTO_ENV, raising=False)
+    assert "numpy" in sys.modules  # as in a notebook that imported NumPy before cnn
+    with pytest.warns(KernelChoiceWarning, match="import cnn before numpy, or set OPENBLAS_CORETYPE=Haswell"):
+        assert select_openblas_kernels(ZEN4) is None
+    assert CORETYPE_ENV not in os.environ  # too late to take effect: nothing is set
+
+
+@pytest.mark.parametrize(
+    ("cpu", "env"),
+    [(ZEN5, {}), (INTEL_AVX512, {}), (ZEN4, {AUTO_ENV: "0"}), (ZEN4, {CORETYPE_ENV: "SkylakeX"})],
+    ids=["zen5", "intel-avx512", "zen4-opted-out", "zen4-user-chose"],
+)
+def test_importing_numpy_first_is_silent_where_nothing_is_lost(monkeypatch, cpu, env):
+    from cnn.blas import select_openblas_kernels
+
+    monkeypatch.delenv(CORETYPE_ENV, raising=False)
+    monkeypatch.delenv(AUTO_ENV, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert select_openblas_kernels(cpu) is None
 
 
 def run_python(code: str, **env: str | None) -> str:
