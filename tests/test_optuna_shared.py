@@ -100,7 +100,12 @@ def test_two_sweep_processes_share_one_study_one_parent_run_and_never_repeat_a_t
     assert parent.data.tags["optuna_best_trial"] == str(study.best_trial.number)
     # The models went through the server (proxied artifacts) and load back from it.
     assert len(list(Path(services["artifacts"]).rglob("MLmodel"))) == 4
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", services["tracking"])
-    model = mlflow.pyfunc.load_model(f"runs:/{children[0].info.run_id}/model")
+    # An earlier test of the session may have set mlflow's global URI, which wins over the environment.
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(services["tracking"])
+    try:
+        model = mlflow.pyfunc.load_model(f"runs:/{children[0].info.run_id}/model")
+    finally:
+        mlflow.set_tracking_uri(previous)
     images = np.random.default_rng(0).integers(0, 256, size=(3, 28, 28), dtype=np.uint8)  # raw pixels
     assert np.asarray(model.predict(images)).shape[0] == 3

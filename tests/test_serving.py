@@ -236,19 +236,6 @@ def test_loading_and_running_a_logged_model_unpickles_nothing(store, monkeypatch
 
 
 # ------------------------------------------------------------------------------------- served end to end
-def _mnist_raw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``<dir>`` holding ``mnist/`` with the verified IDX files: this checkout's, else fetched."""
-    from cnn.data.fetch import fetch_dataset
-
-    local = ROOT / "data" / "raw"
-    if all((local / "mnist" / f).is_file() for f in MNIST_FILES):
-        return local
-    raw = tmp_path_factory.mktemp("raw")
-    try:
-        fetch_dataset("mnist", raw)
-    except DataError as err:
-        pytest.skip(f"no verified MNIST in data/raw/mnist and none could be fetched: {err}")
-    return raw
 
 
 def _free_port() -> int:
@@ -269,13 +256,13 @@ def _post(url: str, body: object) -> tuple[int, dict]:
 
 
 @pytest.fixture
-def served_champion(tmp_path_factory, tmp_path, monkeypatch):
+def served_champion(mnist_raw_root, tmp_path, monkeypatch):
     """Real MNIST (600/100/200 images) -> train_numpy -> evaluate (registers cnn-numpy@champion) -> served."""
     from cnn.data import preprocess_dataset
     from cnn.pipeline import compose_params, load_params, run_train_stage
     from cnn.pipeline.evaluate import EvaluatePaths, evaluate
 
-    raw_dir = _mnist_raw_dir(tmp_path_factory)
+    raw_dir = mnist_raw_root
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

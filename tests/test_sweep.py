@@ -19,9 +19,6 @@ pytest.importorskip("hydra")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-MNIST_RAW = ROOT / "data" / "raw" / "mnist"
-
-
 def run_sweep(
     tmp_path: Path, *overrides: str, multirun: bool = True, data: tuple[str, ...] = TINY_DATA_OVERRIDES
 ) -> tuple[subprocess.CompletedProcess, str]:
@@ -155,12 +152,13 @@ def test_a_job_whose_data_params_differ_from_the_splits_on_disk_stops_before_tra
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-@pytest.mark.skipif(not MNIST_RAW.is_dir(), reason="no verified MNIST in data/raw/mnist")
-def test_parallel_jobs_prepare_the_splits_their_data_params_ask_for_once_and_log_them(tmp_path):
+def test_parallel_jobs_prepare_the_splits_their_data_params_ask_for_once_and_log_them(
+    tmp_path, mnist_raw_root
+):
     """Issue 13 item 2: the processed folder holds other splits; two parallel jobs (numpy, torch) asking
     for 200/50/100 images get one folder made for exactly that, and log the params they trained on."""
     (tmp_path / "raw").mkdir()
-    (tmp_path / "raw" / "mnist").symlink_to(MNIST_RAW)
+    (tmp_path / "raw" / "mnist").symlink_to(mnist_raw_root / "mnist")
     data = ("data.train_size=200", "data.val_size=50", "data.test_size=100")
     proc, uri = run_sweep(tmp_path, "train.framework=numpy,torch", "hydra/launcher=parallel", data=data)
     assert proc.returncode == 0, proc.stdout + proc.stderr
