@@ -184,11 +184,9 @@ def test_sequential_fuses_maxpool_and_dropout2d_with_the_same_results_and_names(
 @pytest.mark.parametrize("use_batchnorm", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [1, 5, 64])
-def test_forward_inference_equals_the_eval_forward_to_the_bit(
-    dtype: type, n: int, use_batchnorm: bool
-) -> None:
+def test_forward_inference_equals_the_eval_forward(dtype: type, n: int, use_batchnorm: bool) -> None:
     # The inference path fuses conv (+ batch norm) + ReLU (+ max-pool) into one pass per chunk of samples;
-    # it must compute exactly what the layers compute one by one in eval mode, with real statistics.
+    # it must compute what the layers compute one by one in eval mode, with real statistics.
     model = CNN(seed=3, dtype=dtype, use_batchnorm=use_batchnorm)
     rng = np.random.default_rng(n)
     for _, layer in model.named_layers():
@@ -204,9 +202,11 @@ def test_forward_inference_equals_the_eval_forward_to_the_bit(
     model.eval()
     expected = model.forward(x)
     got = model.classifier.forward_inference(model.features.forward_inference(x))
-    np.testing.assert_array_equal(got, expected)
+    # the batch norms are folded into the convolutions: equal up to float round-off
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.abs(expected).max())
     z = np.exp(expected - expected.max(axis=1, keepdims=True))
-    np.testing.assert_array_equal(model.predict_proba(x), z / z.sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(model.predict_proba(x), z / z.sum(axis=1, keepdims=True), rtol=tol, atol=tol)
 
 
 def test_forward_inference_runs_the_plain_forward_in_training_and_allows_no_backward() -> None:

@@ -201,19 +201,18 @@ def conv2d_forward_eval(
     stride: tuple[int, int],
     padding: tuple[int, int],
     ws: Workspace,
-    affine: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     relu: bool = False,
     pool: tuple[tuple[int, int], tuple[int, int]] | None = None,
 ) -> np.ndarray:
-    """Inference only: :func:`conv2d_forward`, then optionally an eval-mode batch norm's affine map
-    ``affine = (running_mean, scale, shift)`` (``y = (y - mean) * scale + shift``), a ReLU and a max-pool
-    ``pool = (kernel, stride)`` without padding, applied to each chunk of samples while it is in cache.
+    """Inference only: :func:`conv2d_forward`, then optionally a ReLU and a max-pool ``pool = (kernel,
+    stride)`` without padding, applied to each block of samples while it is in cache (an eval-mode batch
+    norm in between is folded into ``weight`` and ``bias`` by the caller:
+    :meth:`cnn.layers.Conv2D.forward_inference`).
 
-    The same operations on the same values as ``conv2d_forward`` -> ``batchnorm_forward_eval`` ->
-    ``relu_forward`` -> ``maxpool2d_forward``, so the result is equal to the bit; nothing is kept for a
-    backward pass. The threads take the forward's blocks of samples (so each GEMM multiplies the same
-    columns); each builds its columns and, with ``pool``, its pre-pool output in its own buffer, so the
-    full-size convolution output is never written.
+    ``max_pool(relu(y)) = relu(max_pool(y))``, so the ReLU runs on the pooled values, a quarter of them
+    for a 2x2 pool. Nothing is kept for a backward pass. The threads take the forward's blocks of
+    samples (so each GEMM multiplies the same columns); each builds its columns and, with ``pool``, its
+    pre-pool output in its own buffer, so the full-size convolution output is never written.
     """
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
@@ -229,8 +228,6 @@ def conv2d_forward_eval(
     else:
         out = empty((o, n, oh, ow), dtype)
         y2 = out.reshape(o, n * oh * ow)
-    if affine is not None:
-        mean, scale, shift = (a[:, None] for a in affine)
 
     def block_work(cols_block: np.ndarray, key: str, size: int, lo: int, hi: int) -> None:
         # samples lo..hi, their columns in ``cols_block``; ``size`` samples fit the buffer named ``key``
@@ -242,21 +239,15 @@ def conv2d_forward_eval(
         np.matmul(w2, cols_block.reshape(c * kh * kw, -1), out=yb)
         if bias is not None:
             yb += bias[:, None]
-        if affine is not None:  # as batchnorm_forward_eval: (y - mean) * scale + shift
-            np.subtract(yb, mean, out=yb)
-            yb *= scale
-            yb += shift
+        if pool is not None:  # as maxpool2d_forward: the first window offset, then a running maximum
+            src, yb = yb.reshape(o, hi - lo, oh, ow), out[:, lo:hi]
+            _, _, _, (ri, ci) = windows[0]
+            yb[...] = src[:, :, ri, ci]
+            for _, _, (ro, co), (ri, ci) in windows[1:]:
+                np.maximum(yb[:, :, ro, co], src[:, :, ri, ci], out=yb[:, :, ro, co])
         if relu:  # as relu_forward: against a zero array
             np.maximum(yb, _zeros_like_flat(yb.size, dtype).reshape(yb.shape), out=yb)
-        if pool is not None:  # as maxpool2d_forward: the first window offset, then a running maximum
-            src, best = yb.reshape(o, hi - lo, oh, ow), out[:, lo:hi]
-            _, _, _, (ri, ci) = windows[0]
-            best[...] = src[:, :, ri, ci]
-            for _, _, (ro, co), (ri, ci) in windows[1:]:
-                np.maximum(best[:, :, ro, co], src[:, :, ri, ci], out=best[:, :, ro, co])
 
-    # The blocks of samples of conv2d_forward (so each GEMM multiplies the same columns): one per thread
-    # where the forward keeps its columns, chunks handed out otherwise.
     # The column buffers are the forward's own (no more memory than a forward in eval mode), so the
     # forward state they held is dropped: a conv2d_backward now raises instead of using them.
     ws.meta.clear()
