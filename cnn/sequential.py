@@ -94,21 +94,21 @@ class Sequential(Layer):
 
     def forward_inference(self, x: np.ndarray) -> np.ndarray:
         """``forward(x)`` in eval mode, for inference only (``CNN.predict_proba`` and its siblings): equal
-        to the bit, faster, and no :meth:`backward` may follow it.
+        up to float round-off, faster, and no :meth:`backward` may follow it.
 
         A ``Conv2D`` followed by a ``BatchNorm2D``, a ``ReLU`` and a ``MaxPool2D`` without padding (each
         optional, in that order; eval-mode dropout layers in between are the identity and skipped) runs
         as one :meth:`Conv2D.forward_inference`, a few samples at a time while they are in cache. Falls
-        back to :meth:`forward` in training mode."""
+        back to :meth:`forward` in training mode; a layer left in training mode on its own is not fused."""
         if self.training:
             return self.forward(x)
         i, layers = 0, self.layers
 
         def at(k: int, kind: type) -> bool:
-            return k < len(layers) and type(layers[k]) is kind
+            return k < len(layers) and type(layers[k]) is kind and not layers[k].training
 
         def skip_dropout(k: int) -> int:
-            while k < len(layers) and type(layers[k]) in (Dropout, Dropout2D):
+            while at(k, Dropout) or at(k, Dropout2D):
                 k += 1
             return k
 
@@ -126,7 +126,7 @@ class Sequential(Layer):
                         pool, k = layers[k], k + 1
                 x = layer.forward_inference(x, bn=bn, relu=relu is not None, pool=pool)  # type: ignore[arg-type]
                 i = k
-            elif type(layer) in (Dropout, Dropout2D):  # eval mode: the identity
+            elif at(i, Dropout) or at(i, Dropout2D):  # eval mode: the identity
                 i += 1
             else:
                 x = layer.forward(x)
