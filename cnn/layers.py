@@ -159,6 +159,37 @@ class Conv2D(Layer):
             x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self._ws
         )
 
+    def forward_inference(
+        self, x: np.ndarray, bn: _BatchNorm | None = None, relu: bool = False, pool: MaxPool2D | None = None
+    ) -> np.ndarray:
+        """Inference only (no backward may follow): ``self.forward(x)``, then optionally the eval-mode
+        batch norm ``bn``, a ReLU and the max-pool ``pool`` (without padding), in one pass over a few
+        samples at a time (what :meth:`cnn.model.Sequential.forward_inference` runs).
+
+        The batch norm is folded into the convolution, ``y = (W * s) x + (b - running_mean) * s + beta``
+        with ``s = gamma / sqrt(running_var + eps)`` (computed in float64 from the live parameters on
+        every call, so nothing goes stale), which equals the layers run one by one up to float round-off."""
+        x = np.asarray(x, dtype=self.dtype)
+        _check_ndim(self, x, (4,), "(N, C, H, W)")
+        _check_channels(self, x, self.in_channels, "in_channels")
+        shape = self.output_shape(x.shape[1:])
+        weight, bias = self.params["weight"], self.params.get("bias")
+        if bn is not None:
+            bn.output_shape(shape)
+            scale = bn.params["weight"] / np.sqrt(bn.buffers["running_var"].astype(np.float64) + bn.eps)
+            shift = bn.params["bias"] - bn.buffers["running_mean"] * scale
+            if bias is not None:
+                shift = shift + bias * scale
+            weight = (weight * scale[:, None, None, None]).astype(self.dtype)
+            bias = shift.astype(self.dtype)
+        window = None
+        if pool is not None:
+            pool.output_shape(shape)
+            window = (pool.kernel_size, pool.stride)
+        return kernels.conv2d_forward_eval(
+            x, weight, bias, self.stride, self.padding, self._ws, relu=relu, pool=window
+        )
+
     # None when needs_input_grad is off (the network's first layer): the one exception to Layer.backward.
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:  # type: ignore[override]
         grad_out = np.asarray(grad_out, dtype=self.dtype)

@@ -357,7 +357,8 @@ class CNN:
             for start in range(0, len(X), batch_size):
                 sl = slice(start, start + batch_size)
                 with kernels.blas_held():
-                    logits = self.forward(X[sl])
+                    x = np.asarray(X[sl], dtype=self.dtype)
+                    logits = self.classifier.forward_inference(self.features.forward_inference(x))
                 yield sl, logits
         finally:
             self.train(was_training)

@@ -96,6 +96,28 @@ def test_conv2d_kernels_equal_the_loop_reference(rng, threads, shape, k, s, p, o
         np.testing.assert_allclose(db, rdb, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize(("shape", "k", "s", "p"), WINDOW_CASES)
+@pytest.mark.parametrize("out_channels", [2, 7])  # both block layouts (chunks; one block per thread)
+@pytest.mark.parametrize(("relu", "pool"), [(False, None), (True, None), (True, 2), (False, 3)])
+def test_conv2d_forward_eval_equals_the_loop_reference_of_its_layers(
+    rng, threads, shape, k, s, p, out_channels, relu, pool
+):
+    # The inference kernel: convolution, then ReLU and max-pool, as the loops compose them.
+    w, b = rng.standard_normal((out_channels, shape[1], *k)), rng.standard_normal(out_channels)
+    for x in layouts(rng.standard_normal(shape)):
+        expected = ref.conv2d(x, w, b, s, p)
+        if pool is not None and min(expected.shape[2:]) < pool:
+            continue
+        if relu:
+            expected = ref.relu(expected, expected)[0]
+        window = None
+        if pool is not None:
+            window = ((pool, pool), (2, 2))  # overlapping windows when pool > 2
+            expected = ref.maxpool2d(expected, *window, (0, 0))[0]
+        got = kernels.conv2d_forward_eval(x, w, b, s, p, kernels.Workspace(), relu=relu, pool=window)
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("out_channels", [2, 7])  # both input-gradient paths
 def test_conv2d_backward_without_input_gradient_computes_only_the_parameter_gradients(
     rng, threads, out_channels
@@ -489,6 +511,7 @@ LOOP_VERSION = {
     "col2im": ref.col2im,
     "conv2d_forward": ref.conv2d,
     "conv2d_backward": ref.conv2d_backward,
+    "conv2d_forward_eval": ref.conv2d,
     "maxpool2d_forward": ref.maxpool2d,
     "maxpool2d_backward": ref.maxpool2d,
     "avgpool2d_forward": ref.avgpool2d,

@@ -15,7 +15,7 @@ import pytest
 from cnn import CNN, Sequential
 from cnn.activations import ReLU
 from cnn.architecture import ArchConfig
-from cnn.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
+from cnn.errors import CheckpointError, CNNError, ConfigError, DataError, TrainingDivergedError
 from cnn.gradcheck import numerical_gradient, rel_error
 from cnn.layers import BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Dropout2D, Flatten, MaxPool2D
 from cnn.losses import CrossEntropyLoss
@@ -179,6 +179,51 @@ def test_sequential_fuses_maxpool_and_dropout2d_with_the_same_results_and_names(
         assert calls == ["pool+dropout"]  # the pair ran fused (also in eval: the dropout is the identity)
         calls.clear()
         assert_same_as_layer_by_layer(fused, plain, x, y, dout)  # ... and gives what the layers give
+
+
+@pytest.mark.parametrize("use_batchnorm", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 5, 64])
+def test_forward_inference_equals_the_eval_forward(dtype: type, n: int, use_batchnorm: bool) -> None:
+    # The inference path fuses conv (+ batch norm) + ReLU (+ max-pool) into one pass per chunk of samples;
+    # it must compute what the layers compute one by one in eval mode, with real statistics.
+    model = CNN(seed=3, dtype=dtype, use_batchnorm=use_batchnorm)
+    rng = np.random.default_rng(n)
+    for _, layer in model.named_layers():
+        if isinstance(layer, (BatchNorm1D, BatchNorm2D)):
+            c = layer.num_features
+            layer.buffers["running_mean"][...] = rng.standard_normal(c)
+            layer.buffers["running_var"][...] = rng.uniform(0.2, 3.0, c)
+            layer.params["weight"][...] = rng.uniform(0.5, 1.5, c)
+            layer.params["bias"][...] = rng.standard_normal(c)
+        elif isinstance(layer, Conv2D) and "bias" in layer.params:
+            layer.params["bias"][...] = rng.standard_normal(layer.out_channels)
+    x = rng.standard_normal((n, 1, 28, 28)).astype(dtype)
+    model.eval()
+    expected = model.forward(x)
+    got = model.classifier.forward_inference(model.features.forward_inference(x))
+    # the batch norms are folded into the convolutions: equal up to float round-off
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.abs(expected).max())
+    z = np.exp(expected - expected.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(model.predict_proba(x), z / z.sum(axis=1, keepdims=True), rtol=tol, atol=tol)
+
+
+def test_forward_inference_runs_the_plain_forward_in_training_and_allows_no_backward() -> None:
+    model = CNN(**TINY, dtype=np.float64)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 1, 8, 8))
+    train_out = Sequential(model.features.layers).forward_inference(x)  # training mode: the usual forward
+    assert train_out.shape[0] == 4
+    model.eval()
+    model.features.forward_inference(x)
+    with pytest.raises(CNNError, match="forward_inference"):
+        model.features.backward(np.ones(model.features.output_shape((1, 8, 8)))[None].repeat(4, 0))
+    conv = model.features[0]
+    with pytest.raises(CNNError, match="before conv2d_forward"):  # its columns were reused: no stale state
+        conv.backward(np.ones((4, *conv.output_shape((1, 8, 8)))))
+    model.features.forward(x)  # a forward makes backward possible again
+    model.features.backward(np.ones((4, *model.features.output_shape((1, 8, 8)))))
 
 
 def test_backward_without_input_gradient_returns_none_with_the_same_parameter_gradients() -> None:

@@ -7,7 +7,8 @@ functions; everything done for speed lives here, one concern per module:
 ``reference``      plain loops that read like the equations: the specification the fast kernels are
                    tested against (start here to learn what each kernel computes)
 ``columns``        sliding-window geometry, im2col / col2im (one slice copy per kernel offset)
-``conv``           2-D convolution forward/backward as im2col + GEMM
+``conv``           2-D convolution forward/backward as im2col + GEMM; an inference forward fused
+                   with eval batch norm, ReLU and max-pool
 ``pool``           max and average pooling forward/backward
 ``norm``           batch norm forward/backward (training and eval), optionally fused with ReLU
 ``linear``         fully connected forward/backward
@@ -24,7 +25,7 @@ or their timing. Why it is built this way and what was measured: ``docs/library.
 """
 
 from cnn.kernels.columns import IntPair, col2im, conv_output_size, im2col, pair
-from cnn.kernels.conv import conv2d_backward, conv2d_forward
+from cnn.kernels.conv import conv2d_backward, conv2d_forward, conv2d_forward_eval
 from cnn.kernels.linear import linear_backward, linear_forward
 from cnn.kernels.memory import Workspace, channel_major, empty, empty_channel_major, empty_like_layout
 from cnn.kernels.norm import (
@@ -51,6 +52,7 @@ __all__ = [
     "col2im",
     "conv2d_backward",
     "conv2d_forward",
+    "conv2d_forward_eval",
     "conv_output_size",
     "dropout_mask",
     "empty",

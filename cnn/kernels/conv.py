@@ -11,8 +11,8 @@ import numpy as np
 
 from cnn.errors import CNNError
 from cnn.kernels import threads
-from cnn.kernels.columns import _col2im_into, _im2col_into, conv_output_size
-from cnn.kernels.memory import Workspace, _row_sums, channel_major, empty
+from cnn.kernels.columns import _col2im_into, _im2col_into, _offset_slices, conv_output_size
+from cnn.kernels.memory import Workspace, _row_sums, _zeros_like_flat, channel_major, empty
 from cnn.kernels.threads import parallel, parallel_chunks
 
 
@@ -192,3 +192,74 @@ def conv2d_backward(
     if grad_bias is not None:
         grad_bias[...] = db_total
     return None if dxt is None else np.swapaxes(dxt, 0, 1)
+
+
+def conv2d_forward_eval(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    ws: Workspace,
+    relu: bool = False,
+    pool: tuple[tuple[int, int], tuple[int, int]] | None = None,
+) -> np.ndarray:
+    """Inference only: :func:`conv2d_forward`, then optionally a ReLU and a max-pool ``pool = (kernel,
+    stride)`` without padding, applied to each block of samples while it is in cache (an eval-mode batch
+    norm in between is folded into ``weight`` and ``bias`` by the caller:
+    :meth:`cnn.layers.Conv2D.forward_inference`).
+
+    ``max_pool(relu(y)) = relu(max_pool(y))``, so the ReLU runs on the pooled values, a quarter of them
+    for a 2x2 pool. Nothing is kept for a backward pass. The threads take the forward's blocks of
+    samples (so each GEMM multiplies the same columns); each builds its columns and, with ``pool``, its
+    pre-pool output in its own buffer, so the full-size convolution output is never written.
+    """
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
+    xt = channel_major(x)  # (C, N, H, W)
+    w2 = weight.reshape(o, -1)  # (O, C*kh*kw)
+    dtype = x.dtype
+    if pool is not None:
+        pk, ps = pool
+        ph, pw = conv_output_size(oh, pk[0], ps[0], 0), conv_output_size(ow, pk[1], ps[1], 0)
+        windows = _offset_slices((oh, ow), (ph, pw), tuple(pk), tuple(ps), (0, 0))
+        out = empty((o, n, ph, pw), dtype)
+    else:
+        out = empty((o, n, oh, ow), dtype)
+        y2 = out.reshape(o, n * oh * ow)
+
+    def block_work(cols_block: np.ndarray, key: str, size: int, lo: int, hi: int) -> None:
+        # samples lo..hi, their columns in ``cols_block``; ``size`` samples fit the buffer named ``key``
+        _im2col_into(xt[:, lo:hi], cols_block, (kh, kw), stride, padding)
+        if pool is None:
+            yb = y2[:, lo * oh * ow : hi * oh * ow]
+        else:
+            yb = ws.get(f"eval_out@{key}", (o, size * oh * ow), dtype)[:, : (hi - lo) * oh * ow]
+        np.matmul(w2, cols_block.reshape(c * kh * kw, -1), out=yb)
+        if bias is not None:
+            yb += bias[:, None]
+        if pool is not None:  # as maxpool2d_forward: the first window offset, then a running maximum
+            src, yb = yb.reshape(o, hi - lo, oh, ow), out[:, lo:hi]
+            _, _, _, (ri, ci) = windows[0]
+            yb[...] = src[:, :, ri, ci]
+            for _, _, (ro, co), (ri, ci) in windows[1:]:
+                np.maximum(yb[:, :, ro, co], src[:, :, ri, ci], out=yb[:, :, ro, co])
+        if relu:  # as relu_forward: against a zero array
+            np.maximum(yb, _zeros_like_flat(yb.size, dtype).reshape(yb.shape), out=yb)
+
+    # The column buffers are the forward's own (no more memory than a forward in eval mode), so the
+    # forward state they held is dropped: a conv2d_backward now raises instead of using them.
+    ws.meta.clear()
+    if _keeps_columns(c, o, (kh, kw), stride, padding):
+        batch_cols = ws.get("cols", (c, kh, kw, n, oh, ow), dtype, zero=True)
+        parallel(lambda lo, hi: block_work(batch_cols[:, :, :, lo:hi], str(lo), hi - lo, lo, hi), n)
+    else:
+        chunk = _chunk(c * kh * kw * oh * ow * dtype.itemsize, n)
+
+        def chunk_work(slot: int, lo: int, hi: int) -> None:
+            cols_buffer = ws.get(f"fwd_cols@{slot}", (c, kh, kw, chunk, oh, ow), dtype, zero=True)
+            block_work(cols_buffer[:, :, :, : hi - lo], str(slot), chunk, lo, hi)
+
+        parallel_chunks(chunk_work, n, chunk)
+    return np.swapaxes(out, 0, 1)

@@ -10,7 +10,8 @@ them on small arrays only.
 reference                      fast kernel(s)
 =============================  ==========================================================================
 :func:`im2col`, :func:`col2im` ``kernels.im2col``, ``kernels.col2im``
-:func:`conv2d`                 ``kernels.conv2d_forward``
+:func:`conv2d`                 ``kernels.conv2d_forward``; with :func:`batchnorm_eval`, :func:`relu` and
+                               :func:`maxpool2d` after it, ``kernels.conv2d_forward_eval``
 :func:`conv2d_backward`        ``kernels.conv2d_backward``
 :func:`maxpool2d`              ``kernels.maxpool2d_forward`` / ``maxpool2d_backward``
 :func:`avgpool2d`              ``kernels.avgpool2d_forward`` / ``avgpool2d_backward``
