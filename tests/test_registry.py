@@ -33,6 +33,9 @@ def client(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    # Artifacts under tmp_path too (a SQLite store's default is ./mlruns in the working directory).
+    artifacts = (tmp_path / "artifacts").as_uri()
+    mlflow.MlflowClient(uri).create_experiment("registry", artifact_location=artifacts)
     mlflow.set_experiment("registry")
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 

@@ -139,6 +139,9 @@ def store(tmp_path, monkeypatch) -> str:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    # Artifacts under tmp_path too (a SQLite store's default is ./mlruns in the working directory).
+    artifacts = (tmp_path / "artifacts").as_uri()
+    mlflow.MlflowClient(uri).create_experiment("serving", artifact_location=artifacts)
     mlflow.set_experiment("serving")
     return uri
 
