@@ -42,15 +42,11 @@ from typing import Any
 import numpy as np
 
 from benchmarks.train_throughput import (
-    MAX_FOREIGN,
-    TRIES,
     _clean,
     _ratio_entry,
     _write_json,
+    least_disturbed_run,
     machine,
-    run_watched,
-    wait_for_quiet,
-    worker_env,
 )
 
 TARGET = 0.9
@@ -117,18 +113,7 @@ def measure(
     disturbed run as ``benchmarks.train_throughput.measure`` does."""
     cmd = [sys.executable, "-m", "benchmarks.inference", "--worker", row, "--min-time", str(min_time)]
     cmd += ["--batches", *map(str, batches)]
-    best: dict[str, Any] | None = None
-    for attempt in range(1, (TRIES if quiet_wait > 0 else 1) + 1):
-        if quiet_wait > 0:
-            wait_for_quiet(quiet_wait)
-        out, foreign = run_watched(cmd, worker_env(blas))
-        record = json.loads(out.strip().splitlines()[-1])
-        record.update(foreign_cpu=foreign, tries=attempt)
-        if best is None or (foreign or 0.0) < (best["foreign_cpu"] or 0.0):
-            best = record
-        if foreign is None or foreign <= MAX_FOREIGN:
-            break
-    assert best is not None
+    best = least_disturbed_run(cmd, blas, quiet_wait)
     best["row"] = row if row != "numpy" else f"numpy ({blas})"
     return best
 

@@ -234,16 +234,11 @@ def worker_env(blas: str) -> dict[str, str]:
     return env
 
 
-def measure(
-    row: str, n: int, batch_size: int, threading: str = "pool", blas: str = "auto", quiet_wait: float = 0.0
-) -> dict[str, Any]:
-    """One measurement in a fresh interpreter; returns the worker's JSON record plus ``foreign_cpu``, the
-    share of the machine's CPU time other processes took meanwhile. With ``quiet_wait`` > 0 the run
-    waits up to that many seconds for an idle machine, and a run that others disturbed (``foreign_cpu``
-    above :data:`MAX_FOREIGN`) is made again, up to :data:`TRIES` times in all, keeping the least
-    disturbed."""
-    cmd = [sys.executable, "-m", "benchmarks.train_throughput", "--worker", row, "--n", str(n)]
-    cmd += ["--batch-sizes", str(batch_size), "--numpy-threading", threading]
+def least_disturbed_run(cmd: list[str], blas: str, quiet_wait: float) -> dict[str, Any]:
+    """Run the worker ``cmd`` (its last stdout line is its JSON record) with the OpenBLAS choice
+    ``blas``; returns that record plus ``foreign_cpu`` and ``tries``. With ``quiet_wait`` > 0 each try
+    first waits up to that long for an idle machine, and a disturbed run (``foreign_cpu`` above
+    :data:`MAX_FOREIGN`) is made again, up to :data:`TRIES` times, keeping the least disturbed."""
     best: dict[str, Any] | None = None
     for attempt in range(1, (TRIES if quiet_wait > 0 else 1) + 1):
         if quiet_wait > 0:
@@ -256,6 +251,20 @@ def measure(
         if foreign is None or foreign <= MAX_FOREIGN:
             break
     assert best is not None
+    return best
+
+
+def measure(
+    row: str, n: int, batch_size: int, threading: str = "pool", blas: str = "auto", quiet_wait: float = 0.0
+) -> dict[str, Any]:
+    """One measurement in a fresh interpreter; returns the worker's JSON record plus ``foreign_cpu``, the
+    share of the machine's CPU time other processes took meanwhile. With ``quiet_wait`` > 0 the run
+    waits up to that many seconds for an idle machine, and a run that others disturbed (``foreign_cpu``
+    above :data:`MAX_FOREIGN`) is made again, up to :data:`TRIES` times in all, keeping the least
+    disturbed."""
+    cmd = [sys.executable, "-m", "benchmarks.train_throughput", "--worker", row, "--n", str(n)]
+    cmd += ["--batch-sizes", str(batch_size), "--numpy-threading", threading]
+    best = least_disturbed_run(cmd, blas, quiet_wait)
     best.update(row=row, batch_size=batch_size, n=n, samples_per_sec=n / best["seconds"])
     if row == "numpy":
         best.update(threading=threading, blas=blas)
