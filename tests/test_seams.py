@@ -334,6 +334,15 @@ def test_a_store_another_user_owns_is_refused_for_a_user_who_cannot_write_it():
     import shutil
     import tempfile
 
+    # nobody must reach this checkout and its interpreter: a clone under a private (0700) folder, such
+    # as one made by mktemp -d, gets the search bit on its folders for the duration of the test.
+    opened: list[tuple[Path, int]] = []
+    for top in (ROOT, Path(sys.prefix), Path(sys.executable).resolve().parent):
+        for folder in [top, *top.parents]:
+            mode = folder.stat().st_mode
+            if not mode & 0o001:
+                opened.append((folder, mode))
+                folder.chmod(mode | 0o001)
     store = Path(tempfile.mkdtemp(prefix="cnn-store-"))
     try:
         store.chmod(0o755)
@@ -360,6 +369,8 @@ def test_a_store_another_user_owns_is_refused_for_a_user_who_cannot_write_it():
         assert f"TrackingError: tracking store sqlite:///{db}: folder {store} is read-only" in proc.stderr
     finally:
         shutil.rmtree(store)
+        for folder, mode in reversed(opened):
+            folder.chmod(mode)
 
 
 # ----------------------------------------------------------------------------------------------------
