@@ -25,6 +25,9 @@ WINDOW_CASES = [
     ((2, 2, 4, 4), (3, 3), (2, 2), (3, 3)),
     ((2, 2, 8, 8), (2, 2), (2, 2), (0, 0)),
 ]
+# The convolutions also take a case with C*kh*kw = 45 column rows: their GEMMs then run once per block of
+# samples; the cases above (at most 27 rows) run one GEMM per sample (conv._PER_SAMPLE_MAX_ROWS).
+CONV_CASES = [*WINDOW_CASES, ((3, 5, 6, 5), (3, 3), (2, 1), (1, 1))]
 POOL_CASES = [c for c in WINDOW_CASES if c[3][0] * 2 <= c[1][0] and c[3][1] * 2 <= c[1][1]]
 THREADS = [1, 2, 3]
 
@@ -78,7 +81,7 @@ def test_col2im_is_the_adjoint_of_im2col(rng, shape, k, s, p):
     assert np.sum(cols * g) == pytest.approx(np.sum(x * kernels.col2im(g, shape, k, s, p)), rel=1e-12)
 
 
-@pytest.mark.parametrize(("shape", "k", "s", "p"), WINDOW_CASES)
+@pytest.mark.parametrize(("shape", "k", "s", "p"), CONV_CASES)
 @pytest.mark.parametrize("out_channels", [1, 2, 7])  # 7 > 2*C takes the col2im path even at stride 1
 def test_conv2d_kernels_equal_the_loop_reference(rng, threads, shape, k, s, p, out_channels):
     w = rng.standard_normal((out_channels, shape[1], *k))
@@ -96,7 +99,7 @@ def test_conv2d_kernels_equal_the_loop_reference(rng, threads, shape, k, s, p, o
         np.testing.assert_allclose(db, rdb, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize(("shape", "k", "s", "p"), WINDOW_CASES)
+@pytest.mark.parametrize(("shape", "k", "s", "p"), CONV_CASES)
 @pytest.mark.parametrize("out_channels", [2, 7])  # both block layouts (chunks; one block per thread)
 @pytest.mark.parametrize(("relu", "pool"), [(False, None), (True, None), (True, 2), (False, 3)])
 def test_conv2d_forward_eval_equals_the_loop_reference_of_its_layers(
