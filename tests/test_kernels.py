@@ -25,9 +25,19 @@ WINDOW_CASES = [
     ((2, 2, 4, 4), (3, 3), (2, 2), (3, 3)),
     ((2, 2, 8, 8), (2, 2), (2, 2), (0, 0)),
 ]
-# The convolutions also take a case with C*kh*kw = 45 column rows: their GEMMs then run once per block of
-# samples; the cases above (at most 27 rows) run one GEMM per sample (conv._PER_SAMPLE_MAX_ROWS).
-CONV_CASES = [*WINDOW_CASES, ((3, 5, 6, 5), (3, 3), (2, 1), (1, 1))]
+# The convolutions also take a case with C*kh*kw = 45 column rows, whose GEMMs run once per block of
+# samples (the cases above, at most 27 rows, run one GEMM per sample: conv._PER_SAMPLE_MAX_ROWS), and
+# stride-1 cases at least 12 columns wide per extra kernel column, which run as the width-shifted GEMM
+# (conv._shifted) when they keep no columns (out_channels <= 2 * C).
+CONV_CASES = [
+    *WINDOW_CASES,
+    ((3, 5, 6, 5), (3, 3), (2, 1), (1, 1)),
+    ((2, 2, 4, 25), (3, 3), (1, 1), (1, 1)),
+    ((1, 3, 5, 27), (3, 3), (1, 1), (0, 0)),
+    ((2, 2, 3, 13), (2, 2), (1, 1), (0, 0)),
+    ((2, 2, 4, 26), (3, 3), (1, 1), (2, 1)),
+    ((3, 2, 6, 26), (5, 3), (1, 1), (2, 1)),
+]
 POOL_CASES = [c for c in WINDOW_CASES if c[3][0] * 2 <= c[1][0] and c[3][1] * 2 <= c[1][1]]
 THREADS = [1, 2, 3]
 
@@ -156,6 +166,38 @@ def test_conv2d_backward_in_one_sample_chunks_equals_the_reference(
     rdx, rdw, _ = ref.conv2d_backward(x, w, dy, s, p)
     np.testing.assert_allclose(dx, rdx, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dw, rdw, rtol=1e-12, atol=1e-12)
+
+
+def test_a_wide_stride_one_forward_runs_as_the_width_shifted_gemm_in_reused_chunks(rng, monkeypatch):
+    # 28 columns wide, 3x3, stride 1, as the seed network's second convolution: the kernel rows' columns
+    # over the width-padded grid, one GEMM, three shifted slices added; two-sample chunks whose buffers are
+    # reused and whose padding stays zero, in training and in the inference kernel.
+    calls = []
+    shifted = conv_kernels._shifted_conv_into
+    monkeypatch.setattr(conv_kernels, "_shifted_conv_into", lambda *a: calls.append(1) or shifted(*a))
+    monkeypatch.setattr(conv_kernels, "_BLOCK_BYTES", 2 * (3 * 3 + 3 * 4) * 4 * 30 * 8)  # 2 samples
+    monkeypatch.setattr(thread_pool, "_num_threads", 2)
+    w, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    ws = kernels.Workspace()
+    kernels.conv2d_forward(rng.standard_normal((5, 3, 4, 28)), w, b, (1, 1), (1, 1), ws)
+    buffers = {name: buf for name, buf in ws._buffers.items() if name.startswith("fwd_")}
+    assert sorted({name.split("@")[0] for name in buffers}) == ["fwd_partial", "fwd_rows"]
+    assert all(buf.shape == (3, 3, 2, 4, 30) for name, buf in buffers.items() if name.startswith("fwd_rows"))
+    x = rng.standard_normal((5, 3, 4, 28))
+    y = kernels.conv2d_forward(x, w, b, (1, 1), (1, 1), ws)
+    assert all(ws._buffers[name] is buf for name, buf in buffers.items())
+    np.testing.assert_allclose(y, ref.conv2d(x, w, b, (1, 1), (1, 1)), rtol=1e-12, atol=1e-12)
+    pooled = kernels.conv2d_forward_eval(x, w, b, (1, 1), (1, 1), ws, relu=True, pool=((2, 2), (2, 2)))
+    conv = ref.conv2d(x, w, b, (1, 1), (1, 1))
+    expected = ref.maxpool2d(ref.relu(conv, conv)[0], (2, 2), (2, 2), (0, 0))[0]
+    np.testing.assert_allclose(pooled, expected, rtol=1e-12, atol=1e-12)
+    assert all(ws._buffers[name] is buf for name, buf in buffers.items())
+    assert len(calls) == 3 * 3  # 3 chunks of at most 2 samples, 3 calls
+    # Narrower outputs, or outputs that keep their columns (more than 2 * C output channels), do not.
+    calls.clear()
+    kernels.conv2d_forward(rng.standard_normal((2, 3, 4, 23)), w, b, (1, 1), (1, 1), kernels.Workspace())
+    kernels.conv2d_forward(x, rng.standard_normal((7, 3, 3, 3)), None, (1, 1), (1, 1), kernels.Workspace())
+    assert calls == []
 
 
 def test_conv2d_column_buffer_is_reused_and_its_padding_stays_zero(rng):

@@ -93,6 +93,24 @@ def _im2col_into(
         cols6[:, i, j, :, ro, co] = xt[:, :, ri, ci]
 
 
+def _row_columns_into(xt: np.ndarray, cols5: np.ndarray, kh: int, padding: tuple[int, int]) -> None:
+    """``cols5[c, i, n, r, t] = xpad[c, n, r + i, t]`` for the in-image entries: the columns of the kernel's
+    rows only, over the width-padded grid (stride 1).
+
+    ``xt`` is channel-major (C, N, H, W), ``cols5`` (C, kh, N, OH, W + 2*pw) and holds zeros where the
+    padding falls (never written). One slice copy per kernel row, whole image rows at a time. With
+    them a stride-1 convolution is one GEMM and a sum of ``kw`` shifted slices
+    (:func:`cnn.kernels.conv._shifted_conv_into`); loop version: :func:`cnn.kernels.reference.conv2d`.
+    """
+    h, w = xt.shape[2:]
+    oh = cols5.shape[3]
+    ph, pw = padding
+    for i in range(kh):
+        r_lo, r_hi = max(0, ph - i), min(oh, h + ph - i)
+        if r_hi > r_lo:
+            cols5[:, i, :, r_lo:r_hi, pw : pw + w] = xt[:, :, r_lo + i - ph : r_hi + i - ph, :]
+
+
 def _col2im_into(
     cols6: np.ndarray,
     dxt: np.ndarray,
