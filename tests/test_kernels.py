@@ -171,7 +171,7 @@ def test_conv2d_backward_in_one_sample_chunks_equals_the_reference(
 def test_a_wide_stride_one_forward_runs_as_the_width_shifted_gemm_in_reused_chunks(rng, monkeypatch):
     # 28 columns wide, 3x3, stride 1, as the seed network's second convolution: the kernel rows' columns
     # over the width-padded grid, one GEMM, three shifted slices added; two-sample chunks whose buffers are
-    # reused and whose padding stays zero, in training and in the inference kernel.
+    # reused and whose padding stays zero, in the training forward and in the inference kernel.
     calls = []
     shifted = conv_kernels._shifted_conv_into
     monkeypatch.setattr(conv_kernels, "_shifted_conv_into", lambda *a: calls.append(1) or shifted(*a))
@@ -187,12 +187,21 @@ def test_a_wide_stride_one_forward_runs_as_the_width_shifted_gemm_in_reused_chun
     y = kernels.conv2d_forward(x, w, b, (1, 1), (1, 1), ws)
     assert all(ws._buffers[name] is buf for name, buf in buffers.items())
     np.testing.assert_allclose(y, ref.conv2d(x, w, b, (1, 1), (1, 1)), rtol=1e-12, atol=1e-12)
+    # The backward stays im2col + GEMM (the shifted form of it measured slower: docs/library.md).
+    dy = rng.standard_normal(y.shape)
+    rdx, rdw, rdb = ref.conv2d_backward(x, w, dy, (1, 1), (1, 1))
+    dw, db = np.empty_like(w), np.empty_like(b)
+    dx = kernels.conv2d_backward(dy, w, (1, 1), (1, 1), ws, dw, db)
+    for got, expected in ((dx, rdx), (dw, rdw), (db, rdb)):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    assert kernels.conv2d_backward(dy, w, (1, 1), (1, 1), ws, dw, db, input_grad=False) is None
+    np.testing.assert_allclose(dw, rdw, rtol=1e-12, atol=1e-12)
     pooled = kernels.conv2d_forward_eval(x, w, b, (1, 1), (1, 1), ws, relu=True, pool=((2, 2), (2, 2)))
     conv = ref.conv2d(x, w, b, (1, 1), (1, 1))
     expected = ref.maxpool2d(ref.relu(conv, conv)[0], (2, 2), (2, 2), (0, 0))[0]
     np.testing.assert_allclose(pooled, expected, rtol=1e-12, atol=1e-12)
     assert all(ws._buffers[name] is buf for name, buf in buffers.items())
-    assert len(calls) == 3 * 3  # 3 chunks of at most 2 samples, 3 calls
+    assert len(calls) == 3 * 3  # two forwards and the inference kernel, 3 chunks of at most 2 samples each
     # Narrower outputs, or outputs that keep their columns (more than 2 * C output channels), do not.
     calls.clear()
     kernels.conv2d_forward(rng.standard_normal((2, 3, 4, 23)), w, b, (1, 1), (1, 1), kernels.Workspace())
