@@ -45,6 +45,7 @@ from benchmarks.train_throughput import (
     _clean,
     _ratio_entry,
     _write_json,
+    format_ratio,
     least_disturbed_run,
     machine,
 )
@@ -173,17 +174,12 @@ def format_table(report: dict[str, Any]) -> str:
     )
     lines = [caption, "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
 
-    def ratio(d: dict) -> str:
-        used = d["ratios_clean"] if d["clean"] else d["ratios"]
-        note = f" ({len(used)} clean)" if d["clean"] else ""
-        return f"{d['ratio']:.2f} [{min(used):.2f}-{max(used):.2f}]{note}"
-
     for r in rows:
         t = r["torch"]
         target = r.get("target")
         cells = [str(r["batch"]), r["numpy"], f"{r['numpy_images_per_s']:,.0f}"]
-        cells += [f"{t[k]['images_per_s']:,.0f}" for k in names] + [ratio(t[k]) for k in names]
-        cells += [ratio(r) if "ratio" in r else "", "" if target is None else f">= {target}"]
+        cells += [f"{t[k]['images_per_s']:,.0f}" for k in names] + [format_ratio(t[k]) for k in names]
+        cells += [format_ratio(r) if "ratio" in r else "", "" if target is None else f">= {target}"]
         cells += ["" if target is None else ("yes" if r["ratio"] >= target else "no")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -335,6 +335,14 @@ def _ratio_entry(ratios: list[float], clean: list[float]) -> dict[str, Any]:
     }
 
 
+def format_ratio(entry: dict[str, Any]) -> str:
+    """A :func:`_ratio_entry` as a table cell: ``0.78 [0.70-0.85] (9 clean)``, the range over the repeats
+    the ratio was taken from."""
+    used = entry["ratios_clean"] if entry["clean"] else entry["ratios"]
+    note = f" ({len(used)} clean)" if entry["clean"] else ""
+    return f"{entry['ratio']:.2f} [{min(used):.2f}-{max(used):.2f}]{note}"
+
+
 def summarise(
     records: list[dict[str, Any]], batch_sizes: list[int], variants: list[tuple[str, str]]
 ) -> list[dict]:
@@ -396,11 +404,6 @@ def table(rows: list[dict], info: dict[str, Any], n: int, repeats: int) -> str:
     cols += [f"{k} peak MiB" for k in names]
     lines += ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
 
-    def ratio(d: dict) -> str:
-        used = d["ratios_clean"] if d["clean"] else d["ratios"]
-        note = f" ({len(used)} clean)" if d["clean"] else ""
-        return f"{d['ratio']:.2f} [{min(used):.2f}-{max(used):.2f}]{note}"
-
     for r in rows:
         t = r["torch"]
         target = r["target"]
@@ -411,8 +414,8 @@ def table(rows: list[dict], info: dict[str, Any], n: int, repeats: int) -> str:
             f"{r['numpy_samples_per_sec']:.0f}",
         ]
         cells += [f"{t[k]['samples_per_sec']:.0f}" if k in t else "" for k in names]
-        cells += [ratio(t[k]) if k in t else "" for k in names]
-        cells += [ratio(r) if "ratio" in r else "", "" if target is None else f">= {target:.2f}", met]
+        cells += [format_ratio(t[k]) if k in t else "" for k in names]
+        cells += [format_ratio(r) if "ratio" in r else "", "" if target is None else f">= {target:.2f}", met]
         cells += [f"{r['numpy_peak_rss_mb']:.0f} ({r['numpy_train_mb']:.0f})"]
         cells += [f"{t[k]['peak_rss_mb']:.0f} ({t[k]['train_mb']:.0f})" if k in t else "" for k in names]
         lines.append("| " + " | ".join(cells) + " |")
