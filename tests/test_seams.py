@@ -30,6 +30,7 @@ from cnn.checkpoint import write_npz_atomic  # noqa: E402
 from cnn.errors import CheckpointError, DataError, TrackingError  # noqa: E402
 from cnn.pipeline import compose_params  # noqa: E402
 from cnn.pipeline.tracking import check_tracking_uri  # noqa: E402
+from tests.helpers.services import free_port  # noqa: E402
 from tests.test_stages_train import write_splits  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,12 +83,6 @@ def one_error_line(proc: subprocess.CompletedProcess[str], stage_name: str, *nee
     for needle in needles:
         assert needle in errors[0], errors[0]
     return errors[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import os
 import pickle
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from cnn.data.preprocess import normalize_images
 from cnn.errors import DataError
 from cnn.model import CNN
 from cnn.pipeline.logged_models import InputSpec, log_numpy_model, log_torch_model, prepare_images, raw_pixels
+from tests.helpers.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -235,12 +235,6 @@ def test_loading_and_running_a_logged_model_unpickles_nothing(store, monkeypatch
 # ------------------------------------------------------------------------------------- served end to end
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _post(url: str, body: object) -> tuple[int, dict]:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
@@ -285,7 +279,7 @@ def served_champion(mnist_raw_root, tmp_path, monkeypatch):
         tracking_uri=uri,
     )
 
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(MLFLOW_TRACKING_URI=uri, PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}")
     command = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/cnn-numpy@champion"]

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.helpers.services import free_port
+
 START_TIMEOUT_S = 120
 # Per node. Ray's default (30% of RAM, in /dev/shm) is far more than a smoke sweep needs.
 OBJECT_STORE_BYTES = 150_000_000
@@ -28,12 +30,6 @@ def only_loopback() -> bool:
     """True when this process's network namespace has no interface but ``lo``."""
     lines = Path("/proc/net/dev").read_text().splitlines()[2:]  # per namespace (/sys/class/net is not)
     return sorted(line.split(":", 1)[0].strip() for line in lines) == ["lo"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ray() -> str:
