@@ -88,16 +88,12 @@ def conv2d_forward(
         batch_cols = ws.get("cols", (c, kh, kw, n, oh, ow), x.dtype, zero=True)  # kept for the backward
         parallel(lambda lo, hi: columns_times_weight(batch_cols[:, :, :, lo:hi], lo, hi), n)
     elif _shifted(stride, (kh, kw), ow):
-        wp = ow + kw - 1  # the width-padded grid
         w3 = _shifted_weight(weight)
-        chunk = _chunk((c * kh + kw * o) * oh * wp * x.dtype.itemsize, n)
+        chunk = _shifted_chunk(c, o, (kh, kw), (oh, ow), x.dtype, n)
 
         def shifted_work(slot: int, lo: int, hi: int) -> None:
-            # Per-thread buffers; the columns' padding entries are zero and never written.
-            cols5 = ws.get(f"fwd_rows@{slot}", (c, kh, chunk, oh, wp), x.dtype, zero=True)
-            partial = ws.get(f"fwd_partial@{slot}", (kw * o, chunk * oh * wp), x.dtype)
             block = y2[:, lo * oh * ow : hi * oh * ow]
-            _shifted_conv_into(xt[:, lo:hi], w3, (kh, kw), padding, cols5, partial, block)
+            _shifted_conv_into(xt[:, lo:hi], w3, (kh, kw), padding, ws, str(slot), chunk, block)
             if bias is not None:
                 block += bias[:, None]
 
@@ -134,13 +130,24 @@ def _shifted_weight(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(weight.transpose(3, 0, 1, 2)).reshape(kw * o, c * kh)
 
 
+def _shifted_chunk(
+    c: int, o: int, kernel: tuple[int, int], out_hw: tuple[int, int], dtype: np.dtype, n: int
+) -> int:
+    """Samples per chunk of :func:`_shifted_conv_into`: its columns and partial products together about
+    ``_BLOCK_BYTES``."""
+    kh, kw = kernel
+    oh, ow = out_hw
+    return _chunk((c * kh + kw * o) * oh * (ow + kw - 1) * np.dtype(dtype).itemsize, n)
+
+
 def _shifted_conv_into(
     xt: np.ndarray,
     w3: np.ndarray,
     kernel: tuple[int, int],
     padding: tuple[int, int],
-    cols5: np.ndarray,
-    partial: np.ndarray,
+    ws: Workspace,
+    key: str,
+    size: int,
     out2: np.ndarray,
 ) -> None:
     """A stride-1 convolution (no bias) of the samples ``xt`` (C, S, H, W), written to ``out2`` (O, S*OH*OW):
@@ -149,16 +156,17 @@ def _shifted_conv_into(
     (``cols``: the kernel rows' columns, :func:`_row_columns_into`; ``w3``: :func:`_shifted_weight`).
     ``kh`` column copies instead of ``kh * kw``, and a GEMM with ``kw`` times the rows (OpenBLAS runs the
     (kw*O, C*kh) shape faster than the thin (O, C*kh*kw) one), for ``kw - 1`` additions of shifted
-    slices in cache. ``cols5`` (C, kh, >=S, OH, W + 2*pw) holds zeros where the padding falls; ``partial``
-    is scratch of at least (kw*O, S*OH*(W + 2*pw)). The same products as the im2col GEMM, added in
-    another order (equal to float round-off).
+    slices in cache. Its buffers are the workspace's ``fwd_rows@key`` (the columns of ``size`` samples,
+    allocated zeroed: the padding entries are never written) and ``fwd_partial@key`` (``P``), one pair per
+    thread. The same products as the im2col GEMM, added in another order (equal to float round-off).
     """
-    s = xt.shape[1]
+    c, s, h, w = xt.shape
     kh, kw = kernel
     o = w3.shape[0] // kw
-    _, _, _, oh, wp = cols5.shape
-    ow = wp - kw + 1
-    cols = cols5[:, :, :s]
+    oh, ow = conv_output_size(h, kh, 1, padding[0]), conv_output_size(w, kw, 1, padding[1])
+    wp = ow + kw - 1  # the width-padded grid
+    cols = ws.get(f"fwd_rows@{key}", (c, kh, size, oh, wp), xt.dtype, zero=True)[:, :, :s]
+    partial = ws.get(f"fwd_partial@{key}", (kw * o, size * oh * wp), xt.dtype)
     _row_columns_into(xt, cols, kh, padding)
     p2 = partial[:, : s * oh * wp]
     np.matmul(w3, cols.reshape(w3.shape[1], -1), out=p2)
@@ -349,10 +357,7 @@ def conv2d_forward_eval(
         else:
             yb = ws.get(f"eval_out@{key}", (o, size * oh * ow), dtype)[:, : (hi - lo) * oh * ow]
         if cols_block is None:
-            wp = ow + kw - 1
-            cols5 = ws.get(f"fwd_rows@{key}", (c, kh, size, oh, wp), dtype, zero=True)
-            partial = ws.get(f"fwd_partial@{key}", (kw * o, size * oh * wp), dtype)
-            _shifted_conv_into(xt[:, lo:hi], w3, (kh, kw), padding, cols5, partial, yb)  # type: ignore[arg-type]
+            _shifted_conv_into(xt[:, lo:hi], w3, (kh, kw), padding, ws, key, size, yb)  # type: ignore[arg-type]
         else:
             _im2col_into(xt[:, lo:hi], cols_block, (kh, kw), stride, padding)
             _weight_times_columns(w2, cols_block.reshape(c * kh * kw, -1), yb, hi - lo)
@@ -374,7 +379,7 @@ def conv2d_forward_eval(
         batch_cols = ws.get("cols", (c, kh, kw, n, oh, ow), dtype, zero=True)
         parallel(lambda lo, hi: block_work(batch_cols[:, :, :, lo:hi], str(lo), hi - lo, lo, hi), n)
     elif shifted:
-        chunk = _chunk((c * kh + kw * o) * oh * (ow + kw - 1) * dtype.itemsize, n)
+        chunk = _shifted_chunk(c, o, (kh, kw), (oh, ow), dtype, n)
         parallel_chunks(lambda slot, lo, hi: block_work(None, str(slot), chunk, lo, hi), n, chunk)
     else:
         chunk = _chunk(c * kh * kw * oh * ow * dtype.itemsize, n)
