@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.helpers.smoke_project import DVC, clean_env, commit_all, copy_project, init_repository, run
+from tests.helpers.smoke_project import DVC, clean_env, run, smoke_repository
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -27,20 +25,12 @@ pytest.importorskip("torch")
 LEARNING_RATES = {"queued-a": "0.001", "queued-b": "0.003"}
 
 
-def smoke_repo(root: Path, env: dict[str, str], mnist: Path) -> Path:
-    """The smoke project as a git + DVC repository, its fetch stage copying the verified IDX files in
-    ``mnist`` (two queued workers downloading at once would test the network, not the queue)."""
-    copy_project(root, mnist)
-    init_repository(root, env)
-    run([sys.executable, "-m", "cnn.pipeline", "compose"], root, env)
-    commit_all(root, env, "smoke pipeline")
-    return root
-
-
 def test_two_queued_smoke_experiments_run_at_once_with_one_thread_each(tmp_path, mnist_raw_root):
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # outside the queue's temporary workspaces
     env = clean_env(MLFLOW_TRACKING_URI=tracking_uri)
-    repo = smoke_repo(tmp_path / "repo", env, mnist_raw_root / "mnist")
+    # The fetch stage copies the session's verified IDX files: two queued workers downloading MNIST at
+    # once would test the network, not the queue.
+    repo = smoke_repository(tmp_path / "repo", env, mnist_raw_root / "mnist")
     dvc = DVC
     for name, lr in LEARNING_RATES.items():
         run(

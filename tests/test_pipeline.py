@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers.smoke_project import DVC, ROOT, clean_env, commit_all, copy_project, init_repository
+from tests.helpers.smoke_project import DVC, ROOT, clean_env, smoke_repository
 from tests.helpers.smoke_project import run as _run
 
 pytestmark = pytest.mark.slow
@@ -42,15 +42,7 @@ def env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str], mnist_raw_root: Path) -> Path:
-    root = tmp_path_factory.mktemp("pipeline")
-    (root / ".gitignore").write_text(
-        "\n".join(["__pycache__/", "/mlflow.db*", "/mlartifacts/", "/checkpoints/", "/.pytest_cache/"]) + "\n"
-    )
-    copy_project(root, mnist_raw_root / "mnist")
-    init_repository(root, env)
-    _run([sys.executable, "-m", "cnn.pipeline", "compose"], root, env)
-    commit_all(root, env, "smoke pipeline")
-    return root
+    return smoke_repository(tmp_path_factory.mktemp("pipeline"), env, mnist_raw_root / "mnist")
 
 
 def _runs(root: Path) -> list:

@@ -4,7 +4,8 @@
 ``extra`` files), switches ``conf/config.yaml`` to ``experiment: smoke`` (so ``dvc exp run``, which
 composes ``conf/`` itself, stays on the smoke preset too) and points its fetch stage at a folder of
 verified MNIST IDX files (the session fixture ``mnist_raw_root``: no test downloads MNIST twice, and no
-two DVC workers download it at once). :func:`init_repository` makes it a git + DVC repository.
+two DVC workers download it at once). :func:`init_repository` makes it a git + DVC repository;
+:func:`smoke_repository` does both, composes ``params.yaml`` and commits.
 :func:`clean_env` is the environment the subprocesses run in, :func:`run` runs one and says why it failed.
 """
 
@@ -72,7 +73,9 @@ def copy_project(root: Path, mnist: Path, extra: Iterable[str] = ()) -> Path:
     for name in ("dvc.yaml", ".dvcignore", *extra):
         shutil.copy2(ROOT / name, root / name)
     if not (root / ".gitignore").exists():
-        (root / ".gitignore").write_text("__pycache__/\n/mlflow.db*\n/mlartifacts/\n/checkpoints/\n")
+        (root / ".gitignore").write_text(
+            "__pycache__/\n/mlflow.db*\n/mlartifacts/\n/checkpoints/\n/.pytest_cache/\n"
+        )
     config = (root / "conf" / "config.yaml").read_text()
     assert DEFAULT_EXPERIMENT in config, "conf/config.yaml no longer defaults to experiment: seed_benchmark"
     config = config.replace(DEFAULT_EXPERIMENT, "  - experiment: smoke\n")
@@ -96,6 +99,16 @@ def init_repository(root: Path, env: dict[str, str], dvc_config: Path | None = N
         ("hydra.config_name", "config"),
     ):
         run([DVC, "config", key, value], root, env)
+
+
+def smoke_repository(root: Path, env: dict[str, str], mnist: Path) -> Path:
+    """:func:`copy_project` into ``root``, :func:`init_repository`, ``params.yaml`` composed, all committed
+    as ``main``: the pipeline ready for ``dvc repro`` or ``dvc exp run``."""
+    copy_project(root, mnist)
+    init_repository(root, env)
+    run([sys.executable, "-m", "cnn.pipeline", "compose"], root, env)
+    commit_all(root, env, "smoke pipeline")
+    return root
 
 
 def git_identity(root: Path, env: dict[str, str]) -> None:
