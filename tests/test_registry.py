@@ -18,6 +18,7 @@ from cnn.errors import TrackingError
 from cnn.model import CNN
 from cnn.pipeline import registry
 from cnn.pipeline.logged_models import InputSpec, log_numpy_model
+from tests.helpers.services import local_mlflow_store
 
 SPEC = InputSpec("numpy", (1, 28, 28), 0.1307, 0.3081, 10)
 TINY_ARCH = {"conv_channels": ((4,), (8,)), "dense_units": (16,)}
@@ -30,13 +31,7 @@ def split(n: int = 40, seed: int = 0) -> registry.TestSplit:
 
 @pytest.fixture
 def client(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    # Artifacts under tmp_path too (a SQLite store's default is ./mlruns in the working directory).
-    artifacts = (tmp_path / "artifacts").as_uri()
-    mlflow.MlflowClient(uri).create_experiment("registry", artifact_location=artifacts)
-    mlflow.set_experiment("registry")
+    uri = local_mlflow_store(tmp_path, monkeypatch, "registry")
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

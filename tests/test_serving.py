@@ -35,7 +35,7 @@ from cnn.data.preprocess import normalize_images
 from cnn.errors import DataError
 from cnn.model import CNN
 from cnn.pipeline.logged_models import InputSpec, log_numpy_model, log_torch_model, prepare_images, raw_pixels
-from tests.helpers.services import free_port
+from tests.helpers.services import free_port, local_mlflow_store
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -130,14 +130,7 @@ def test_input_spec_comes_from_the_preprocess_stats_and_names_a_bad_file(tmp_pat
 # ------------------------------------------------------------------------------------- logged models
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> str:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    # Artifacts under tmp_path too (a SQLite store's default is ./mlruns in the working directory).
-    artifacts = (tmp_path / "artifacts").as_uri()
-    mlflow.MlflowClient(uri).create_experiment("serving", artifact_location=artifacts)
-    mlflow.set_experiment("serving")
-    return uri
+    return local_mlflow_store(tmp_path, monkeypatch, "serving")
 
 
 def test_logged_numpy_model_answers_raw_images_with_the_models_logits(store):

@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 SERVER_START_TIMEOUT_S = 180  # the first start migrates the schema; slow on a busy 2-core machine
 
@@ -105,6 +106,21 @@ def postgres(*databases: str) -> Iterator[dict[str, str]]:
                 timeout=60,
             )
         shutil.rmtree(base, ignore_errors=True)
+
+
+def local_mlflow_store(tmp_path: Path, monkeypatch: Any, experiment: str) -> str:
+    """``sqlite:///<tmp_path>/mlflow.db``, made the tracking URI of this test (``MLFLOW_TRACKING_URI``
+    unset through ``monkeypatch``) with ``experiment`` active, its artifacts under ``tmp_path/artifacts``
+    (a SQLite store's default is ./mlruns in the working directory)."""
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    artifacts = (tmp_path / "artifacts").as_uri()
+    mlflow.MlflowClient(uri).create_experiment(experiment, artifact_location=artifacts)
+    mlflow.set_experiment(experiment)
+    return uri
 
 
 @contextmanager
