@@ -356,16 +356,19 @@ class _BatchNorm(Layer):
     def _stat_shape(self) -> tuple[int, ...]:
         return (1, -1) if self._input_ndim == 2 else (1, -1, 1, 1)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return self._forward(x, relu=False)
+    def forward(self, x: np.ndarray, overwrite_input: bool = False) -> np.ndarray:
+        """The batch norm of ``x``. ``overwrite_input=True`` (training only): ``x`` is the caller's to give
+        away, and the layer keeps its centred values in ``x``'s memory (what :class:`cnn.model.Sequential`
+        passes when ``x`` is the fresh output of a convolution or dense layer before it)."""
+        return self._forward(x, relu=False, overwrite_input=overwrite_input)
 
-    def forward_relu(self, x: np.ndarray) -> np.ndarray:
+    def forward_relu(self, x: np.ndarray, overwrite_input: bool = False) -> np.ndarray:
         """``max(self.forward(x), 0)``: the batch norm and a following ReLU in one pass over the data
         (what :class:`cnn.model.Sequential` runs for a batch norm layer followed by a ``ReLU``). The next
         :meth:`backward` then takes the gradient of the ReLU's output."""
-        return self._forward(x, relu=True)
+        return self._forward(x, relu=True, overwrite_input=overwrite_input)
 
-    def _forward(self, x: np.ndarray, relu: bool) -> np.ndarray:
+    def _forward(self, x: np.ndarray, relu: bool, overwrite_input: bool = False) -> np.ndarray:
         x = np.asarray(x, dtype=self.dtype)
         _check_ndim(self, x, (self._input_ndim,), self._input_desc)
         _check_channels(self, x, self.num_features, "num_features")
@@ -388,7 +391,9 @@ class _BatchNorm(Layer):
             raise CNNError(
                 f"{type(self).__name__} needs more than 1 value per channel in training, got input {x.shape}"
             )
-        y, mean, var = kernels.batchnorm_forward_train(x, gamma, beta, self.eps, self._cache, relu=relu)
+        y, mean, var = kernels.batchnorm_forward_train(
+            x, gamma, beta, self.eps, self._cache, relu=relu, overwrite_input=overwrite_input
+        )
         mom = self.momentum
         self.buffers["running_mean"][...] = (1.0 - mom) * self.buffers["running_mean"] + mom * mean
         self.buffers["running_var"][...] = (1.0 - mom) * self.buffers["running_var"] + mom * var * (
@@ -397,18 +402,20 @@ class _BatchNorm(Layer):
         self.buffers["num_batches_tracked"][...] += 1
         return y
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, grad_out: np.ndarray, overwrite_grad: bool = False) -> np.ndarray:
+        """The input gradient. ``overwrite_grad=True`` (training only): ``grad_out`` is the caller's to
+        give away, and the input gradient is computed in its memory (what :class:`cnn.model.Sequential`
+        passes when ``grad_out`` is the fresh input gradient of a convolution, max-pool or dense layer)."""
         # Whether the forward fused a ReLU is recorded in the cache ("relu_out": its output, or None).
         grad_out = np.asarray(grad_out, dtype=self.dtype)
+        weight, grads = self.params["weight"], self.grads
         if self.training:
-            backward = kernels.batchnorm_backward_train
-        else:
-            if self._cache.get("relu_out") is not None:
-                grad_out = kernels.relu_backward(grad_out, self._cache["relu_out"])
-            backward = kernels.batchnorm_backward_eval
-        return backward(
-            grad_out, self.params["weight"], self._cache, self.grads["weight"], self.grads["bias"]
-        )
+            return kernels.batchnorm_backward_train(
+                grad_out, weight, self._cache, grads["weight"], grads["bias"], overwrite_grad=overwrite_grad
+            )
+        if self._cache.get("relu_out") is not None:
+            grad_out = kernels.relu_backward(grad_out, self._cache["relu_out"])
+        return kernels.batchnorm_backward_eval(grad_out, weight, self._cache, grads["weight"], grads["bias"])
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != self._input_ndim - 1 or input_shape[0] != self.num_features:

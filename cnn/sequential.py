@@ -14,7 +14,7 @@ import numpy as np
 
 from cnn.activations import ReLU
 from cnn.errors import CNNError
-from cnn.layers import BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Dropout2D, Layer, MaxPool2D
+from cnn.layers import BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Dropout2D, Layer, MaxPool2D
 
 __all__ = ["Sequential"]
 
@@ -25,6 +25,19 @@ _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 def _fuses_relu(layer: Layer, following: Layer | None) -> bool:
     """Whether ``layer`` and the ``following`` one run fused: a batch norm and exactly a ReLU."""
     return isinstance(layer, (BatchNorm1D, BatchNorm2D)) and type(following) is ReLU
+
+
+_FRESH_OUTPUT = (Conv2D, Dense)
+"""Layers whose forward returns a new array that they do not keep: a batch norm right after one may
+overwrite it (``overwrite_input``)."""
+_FRESH_INPUT_GRAD = (Conv2D, Dense, MaxPool2D)
+"""Layers whose backward returns a new array that they do not keep: a batch norm right before one may
+compute its own input gradient in it (``overwrite_grad``)."""
+
+
+def _hands_over(layer: Layer | None, kinds: tuple[type, ...]) -> bool:
+    """Whether ``layer`` (the one that produced the array at hand) is exactly one of ``kinds``."""
+    return layer is not None and type(layer) in kinds
 
 
 def _fuses_dropout(layer: Layer, following: Layer | None, x: np.ndarray) -> bool:
@@ -79,7 +92,13 @@ class Sequential(Layer):
         while i < len(layers):
             layer = layers[i]
             following = layers[i + 1] if i + 1 < len(layers) else None
-            if _fuses_relu(layer, following):
+            before = ran[-1] if ran else None
+            if isinstance(layer, (BatchNorm1D, BatchNorm2D)) and _hands_over(before, _FRESH_OUTPUT):
+                # The previous layer's fresh output: the batch norm keeps its centred values in it.
+                fused = _fuses_relu(layer, following)
+                x = (layer.forward_relu if fused else layer.forward)(x, overwrite_input=True)
+                i += 2 if fused else 1
+            elif _fuses_relu(layer, following):
                 x = layer.forward_relu(x)  # type: ignore[attr-defined]
                 i += 2
             elif _fuses_dropout(layer, following, x):
@@ -137,8 +156,13 @@ class Sequential(Layer):
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         if self._ran is _AFTER_INFERENCE:
             raise CNNError("Sequential.backward after forward_inference: run forward first")
+        after: Layer | None = None  # the layer whose backward produced grad_out
         for layer in reversed(self.layers if self._ran is None else self._ran):
-            grad_out = layer.backward(grad_out)
+            if isinstance(layer, (BatchNorm1D, BatchNorm2D)) and _hands_over(after, _FRESH_INPUT_GRAD):
+                grad_out = layer.backward(grad_out, overwrite_grad=True)  # in the fresh gradient's memory
+            else:
+                grad_out = layer.backward(grad_out)
+            after = layer
         return grad_out
 
     def train(self, mode: bool = True) -> Sequential:

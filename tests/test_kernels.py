@@ -355,6 +355,38 @@ def test_batchnorm_with_fused_relu_equals_the_reference_then_relu(rng, threads, 
             np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 3), (7, 5)])
+def test_batchnorm_given_its_input_and_gradient_computes_the_same_in_their_memory(rng, threads, shape, relu):
+    # overwrite_input / overwrite_grad: the caller gives the arrays away (Sequential does for a previous
+    # layer's fresh output or input gradient); the results are the same bit for bit, and in channel-major
+    # memory they are computed in place: the centred input in x, dx in dy. Any other layout is copied.
+    c = shape[1]
+    gamma, beta = rng.uniform(0.5, 1.5, c), rng.uniform(-0.5, 0.5, c)
+    x0, dy0 = rng.standard_normal(shape) * 3 + 2, rng.standard_normal(shape)
+    cache: dict = {}
+    y, mean, var = kernels.batchnorm_forward_train(x0, gamma, beta, 1e-5, cache, relu=relu)
+    dgamma, dbeta = np.empty(c), np.empty(c)
+    dx = kernels.batchnorm_backward_train(dy0, gamma, cache, dgamma, dbeta)
+    def copies(a: np.ndarray) -> list[np.ndarray]:
+        return [a.copy(), channel_major_copy(a)] + ([strided_view(a)] if a.ndim == 4 else [])
+
+    for x, dy in zip(copies(x0), copies(dy0)):
+        channel_major = np.swapaxes(x, 0, 1).flags.c_contiguous
+        given: dict = {}
+        y2, mean2, var2 = kernels.batchnorm_forward_train(
+            x, gamma, beta, 1e-5, given, relu=relu, overwrite_input=True
+        )
+        g2, b2 = np.empty(c), np.empty(c)
+        dx2 = kernels.batchnorm_backward_train(dy, gamma, given, g2, b2, overwrite_grad=True)
+        for ours, theirs in [(y2, y), (mean2, mean), (var2, var), (dx2, dx), (g2, dgamma), (b2, dbeta)]:
+            np.testing.assert_array_equal(ours, theirs)
+        assert np.shares_memory(given["centred"], x) == channel_major
+        assert np.shares_memory(dx2, dy) == channel_major
+        if channel_major:
+            np.testing.assert_array_equal(x, x0 - mean.reshape((1, c) + (1,) * (len(shape) - 2)))
+
+
 def test_batchnorm_float32_statistics_survive_a_large_mean(rng, threads):
     # Two-pass statistics: var of (1e4 + small noise) must not cancel to garbage in float32.
     x = (1e4 + rng.standard_normal((64, 4, 8, 8))).astype(np.float32)

@@ -144,11 +144,49 @@ def test_sequential_fuses_batchnorm_and_relu_with_the_same_results_and_names() -
         "5.bias",
     ]
     calls: list[str] = []
-    fused[1].forward_relu = lambda x, f=fused[1].forward_relu: calls.append("bn+relu") or f(x)
+    fused[1].forward_relu = lambda x, f=fused[1].forward_relu, **kw: calls.append("bn+relu") or f(x, **kw)
     x, dout = rng.standard_normal((6, 2, 5, 4)), rng.standard_normal((6, 4))
     y = fused.forward(x)
     assert calls == ["bn+relu"]  # the pair ran fused ...
     assert_same_as_layer_by_layer(fused, plain, x, y, dout)  # ... and gives what the layers give
+
+
+def test_sequential_lets_batch_norm_overwrite_only_arrays_that_no_one_else_holds() -> None:
+    # A batch norm after a convolution (or dense layer) keeps its centred values in that layer's fresh
+    # output, and computes its input gradient in the fresh gradient of the layer after it: the same
+    # results as the layers run one by one. The caller's own x and dout are never written to.
+    rng = np.random.default_rng(5)
+
+    def build(first_norm: bool) -> Sequential:
+        r = np.random.default_rng(1)
+        head = [BatchNorm2D(2, dtype=np.float64)] if first_norm else []
+        return Sequential(
+            [
+                *head,
+                Conv2D(2, 3, 3, padding=1, dtype=np.float64, rng=r),
+                BatchNorm2D(3, dtype=np.float64),
+                ReLU(),
+                MaxPool2D(2),
+                BatchNorm2D(3, dtype=np.float64),
+                Conv2D(3, 2, 1, dtype=np.float64, rng=r),
+                BatchNorm2D(2, dtype=np.float64),
+            ]
+        )
+
+    for first_norm in (False, True):
+        given, plain = build(first_norm), build(first_norm)
+        offset = int(first_norm)
+        conv, norm = given[offset], given[offset + 1]
+        outputs: list[np.ndarray] = []
+        conv.forward = lambda x, f=conv.forward: outputs.append(f(x)) or outputs[-1]
+        x = np.swapaxes(rng.standard_normal((2, 6, 6, 4)), 0, 1)  # channel-major, as the kernels write
+        dout = np.swapaxes(rng.standard_normal((2, 6, 3, 2)), 0, 1)
+        x_before, dout_before = x.copy(), dout.copy()
+        y = given.forward(x)
+        assert np.shares_memory(norm._cache["centred"], outputs[0])  # the conv's output, handed over
+        assert_same_as_layer_by_layer(given, plain, x, y, dout)
+        np.testing.assert_array_equal(x, x_before)
+        np.testing.assert_array_equal(dout, dout_before)
 
 
 def test_sequential_fuses_maxpool_and_dropout2d_with_the_same_results_and_names() -> None:
