@@ -292,8 +292,13 @@ class MaxPool2D(_Pool2D):
             x, self.kernel_size, self.stride, self.padding, self._cache, scale=mask
         )
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return kernels.maxpool2d_backward(grad_out, self.kernel_size, self.stride, self.padding, self._cache)
+    def backward(self, grad_out: np.ndarray, relu_before: bool = False) -> np.ndarray:
+        """The input gradient. ``relu_before=True``: this pool's input was the output of a ReLU (or of a
+        batch norm with a fused ReLU), and the gradient is taken on through it: what the ReLU's backward
+        would give after this one, computed on the pooled grid (:func:`cnn.kernels.maxpool2d_backward`)."""
+        return kernels.maxpool2d_backward(
+            grad_out, self.kernel_size, self.stride, self.padding, self._cache, relu_before=relu_before
+        )
 
 
 class AvgPool2D(_Pool2D):
@@ -402,16 +407,33 @@ class _BatchNorm(Layer):
         self.buffers["num_batches_tracked"][...] += 1
         return y
 
-    def backward(self, grad_out: np.ndarray, overwrite_grad: bool = False) -> np.ndarray:
+    @property
+    def relu_fused(self) -> bool:
+        """Whether the last forward was a training :meth:`forward_relu` (its backward then takes the
+        gradient of the ReLU's output, unless told ``relu_applied``)."""
+        return self.training and self._cache.get("relu_out") is not None
+
+    def backward(
+        self, grad_out: np.ndarray, overwrite_grad: bool = False, relu_applied: bool = False
+    ) -> np.ndarray:
         """The input gradient. ``overwrite_grad=True`` (training only): ``grad_out`` is the caller's to
         give away, and the input gradient is computed in its memory (what :class:`cnn.model.Sequential`
-        passes when ``grad_out`` is the fresh input gradient of a convolution, max-pool or dense layer)."""
+        passes when ``grad_out`` is the fresh input gradient of a convolution, max-pool or dense layer).
+        ``relu_applied=True`` (after a training :meth:`forward_relu`): ``grad_out`` is already the
+        gradient through the ReLU (a max-pool after it routed it so: ``MaxPool2D.backward(...,
+        relu_before=True)``)."""
         # Whether the forward fused a ReLU is recorded in the cache ("relu_out": its output, or None).
         grad_out = np.asarray(grad_out, dtype=self.dtype)
         weight, grads = self.params["weight"], self.grads
         if self.training:
             return kernels.batchnorm_backward_train(
-                grad_out, weight, self._cache, grads["weight"], grads["bias"], overwrite_grad=overwrite_grad
+                grad_out,
+                weight,
+                self._cache,
+                grads["weight"],
+                grads["bias"],
+                overwrite_grad=overwrite_grad,
+                relu_applied=relu_applied,
             )
         if self._cache.get("relu_out") is not None:
             grad_out = kernels.relu_backward(grad_out, self._cache["relu_out"])

@@ -156,10 +156,20 @@ class Sequential(Layer):
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         if self._ran is _AFTER_INFERENCE:
             raise CNNError("Sequential.backward after forward_inference: run forward first")
+        ran = list(reversed(self.layers if self._ran is None else self._ran))
         after: Layer | None = None  # the layer whose backward produced grad_out
-        for layer in reversed(self.layers if self._ran is None else self._ran):
-            if isinstance(layer, (BatchNorm1D, BatchNorm2D)) and _hands_over(after, _FRESH_INPUT_GRAD):
-                grad_out = layer.backward(grad_out, overwrite_grad=True)  # in the fresh gradient's memory
+        relu_applied = False  # whether grad_out already went through a batch norm's fused ReLU
+        for i, layer in enumerate(ran):
+            before = ran[i + 1] if i + 1 < len(ran) else None
+            if isinstance(layer, (BatchNorm1D, BatchNorm2D)):
+                # dx in the fresh gradient's memory, where the layer after it made one
+                overwrite = _hands_over(after, _FRESH_INPUT_GRAD)
+                grad_out = layer.backward(grad_out, overwrite_grad=overwrite, relu_applied=relu_applied)
+                relu_applied = False
+            elif type(layer) is MaxPool2D and type(before) is BatchNorm2D and before.relu_fused:
+                # The batch norm's ReLU mask applied on the pooled grid (see MaxPool2D.backward).
+                grad_out = layer.backward(grad_out, relu_before=True)
+                relu_applied = True
             else:
                 grad_out = layer.backward(grad_out)
             after = layer

@@ -290,6 +290,42 @@ def test_maxpool_with_a_channel_scale_equals_the_reference_pool_times_the_scale(
         )
 
 
+@pytest.mark.parametrize("scaled", [False, True])
+@pytest.mark.parametrize(("shape", "k", "s", "p"), POOL_CASES)
+def test_maxpool_backward_through_the_relu_before_it_equals_the_relu_backward_after_it(
+    rng, threads, shape, k, s, p, scaled
+):
+    # relu_before=True: the pool's input is a ReLU's output (>= 0, many zeros, ties among them); the
+    # mask applied on the pooled grid gives exactly the ReLU's backward dx * [x > 0] after the pool's.
+    scale = rng.choice([0.0, 2.0], size=(shape[0], shape[1], 1, 1)) if scaled else None
+    for x in layouts(np.maximum(np.round(rng.standard_normal(shape), 1), 0)):
+        assert 0 < np.count_nonzero(x) < x.size
+        cache: dict = {}
+        y = kernels.maxpool2d_forward(x, k, s, p, cache, scale=scale)
+        dy = rng.standard_normal(y.shape)
+        plain = kernels.maxpool2d_backward(dy, k, s, p, cache)
+        through = kernels.maxpool2d_backward(dy, k, s, p, cache, relu_before=True)
+        np.testing.assert_array_equal(through, plain * (x > 0))
+
+
+def test_batchnorm_backward_given_the_gradient_through_its_relu_equals_the_fused_backward(rng, threads):
+    shape, c = (4, 3, 5, 3), 3
+    gamma, beta = rng.uniform(0.5, 1.5, c), rng.uniform(-0.5, 0.5, c)
+    x, dy = rng.standard_normal(shape) * 3 + 2, rng.standard_normal(shape)
+    cache: dict = {}
+    y, _, _ = kernels.batchnorm_forward_train(x, gamma, beta, 1e-5, cache, relu=True)
+    grads = [np.empty(c) for _ in range(4)]
+    dx = kernels.batchnorm_backward_train(dy, gamma, cache, grads[0], grads[1])
+    for overwrite in (False, True):
+        masked = channel_major_copy(dy * (y > 0))
+        dx2 = kernels.batchnorm_backward_train(
+            masked, gamma, cache, grads[2], grads[3], overwrite_grad=overwrite, relu_applied=True
+        )
+        np.testing.assert_array_equal(dx2, dx)
+        np.testing.assert_array_equal(grads[2], grads[0])
+        np.testing.assert_array_equal(grads[3], grads[1])
+
+
 def test_maxpool_scale_of_the_wrong_shape_is_a_clear_error(rng):
     with pytest.raises(CNNError, match=r"scale must have shape \(2, 3, 1, 1\)"):
         kernels.maxpool2d_forward(
@@ -368,6 +404,7 @@ def test_batchnorm_given_its_input_and_gradient_computes_the_same_in_their_memor
     y, mean, var = kernels.batchnorm_forward_train(x0, gamma, beta, 1e-5, cache, relu=relu)
     dgamma, dbeta = np.empty(c), np.empty(c)
     dx = kernels.batchnorm_backward_train(dy0, gamma, cache, dgamma, dbeta)
+
     def copies(a: np.ndarray) -> list[np.ndarray]:
         return [a.copy(), channel_major_copy(a)] + ([strided_view(a)] if a.ndim == 4 else [])
 

@@ -153,8 +153,9 @@ def test_sequential_fuses_batchnorm_and_relu_with_the_same_results_and_names() -
 
 def test_sequential_lets_batch_norm_overwrite_only_arrays_that_no_one_else_holds() -> None:
     # A batch norm after a convolution (or dense layer) keeps its centred values in that layer's fresh
-    # output, and computes its input gradient in the fresh gradient of the layer after it: the same
-    # results as the layers run one by one. The caller's own x and dout are never written to.
+    # output, and computes its input gradient in the fresh gradient of the layer after it; a max-pool
+    # after a batch norm + ReLU applies the ReLU's mask on the pooled grid. The same results as the
+    # layers run one by one, and the caller's own x and dout are never written to.
     rng = np.random.default_rng(5)
 
     def build(first_norm: bool) -> Sequential:
@@ -178,13 +179,17 @@ def test_sequential_lets_batch_norm_overwrite_only_arrays_that_no_one_else_holds
         offset = int(first_norm)
         conv, norm = given[offset], given[offset + 1]
         outputs: list[np.ndarray] = []
-        conv.forward = lambda x, f=conv.forward: outputs.append(f(x)) or outputs[-1]
+        conv.forward = lambda x, f=conv.forward, out=outputs: out.append(f(x)) or out[-1]
         x = np.swapaxes(rng.standard_normal((2, 6, 6, 4)), 0, 1)  # channel-major, as the kernels write
         dout = np.swapaxes(rng.standard_normal((2, 6, 3, 2)), 0, 1)
         x_before, dout_before = x.copy(), dout.copy()
+        pool = given[offset + 3]
+        pool_calls: list[dict] = []
+        pool.backward = lambda g, f=pool.backward, calls=pool_calls, **kw: calls.append(kw) or f(g, **kw)
         y = given.forward(x)
         assert np.shares_memory(norm._cache["centred"], outputs[0])  # the conv's output, handed over
         assert_same_as_layer_by_layer(given, plain, x, y, dout)
+        assert pool_calls == [{"relu_before": True}]  # the batch norm's ReLU mask, on the pooled grid
         np.testing.assert_array_equal(x, x_before)
         np.testing.assert_array_equal(dout, dout_before)
 

@@ -93,6 +93,7 @@ def batchnorm_backward_train(
     grad_gamma: np.ndarray,
     grad_beta: np.ndarray,
     overwrite_grad: bool = False,
+    relu_applied: bool = False,
 ) -> np.ndarray:
     """Closed-form backward of training-mode batch norm (m values per channel, x_hat = centred * inv_std)::
 
@@ -106,6 +107,9 @@ def batchnorm_backward_train(
 
     ``overwrite_grad=True``: ``grad_out`` is the caller's to give away (a following layer's fresh input
     gradient), and dx is computed in its memory, in place (channel-major memory; else a new array).
+    ``relu_applied=True``: after a forward with ``relu=True``, ``grad_out`` already holds the gradient
+    through the ReLU (``dy * [y > 0]``; a max-pool after it can route it so, see
+    :func:`cnn.kernels.pool.maxpool2d_backward`), and the mask is not applied again.
     """
     centred, inv_std, relu_out = cache["centred"], cache["inv_std"], cache.get("relu_out")
     dy = _channel_rows(grad_out)  # (C, m)
@@ -116,8 +120,8 @@ def batchnorm_backward_train(
 
     def work(lo: int, hi: int) -> None:
         g, xc, inv, out = dy[lo:hi], centred[lo:hi], inv_std[lo:hi], dx[lo:hi]
-        if relu_out is not None:
-            g = np.multiply(g, relu_out[lo:hi] > 0, out=out)  # dx's block holds the masked dy for now
+        if relu_out is not None:  # dx's block holds the masked dy for now
+            g = np.multiply(g, relu_out[lo:hi] > 0, out=out) if not relu_applied else g
         dbeta = _row_sums(g)
         dgamma = _row_dots(g, xc) * inv
         grad_beta[lo:hi], grad_gamma[lo:hi] = dbeta, dgamma
@@ -129,8 +133,8 @@ def batchnorm_backward_train(
             np.multiply(xc, b, out=out)
             out += shift
             out += ga
-        else:  # out holds the masked dy
-            out *= a.astype(dtype)[:, None]
+        else:  # g holds the masked dy (out's memory, or with relu_applied grad_out's)
+            np.multiply(g, a.astype(dtype)[:, None], out=out)
             out += shift
             out += xc * b
 

@@ -81,7 +81,7 @@ def maxpool2d_forward(
 
     scale_t = _scale_channel_major(scale, n, c, x.dtype)
     parallel(work, c)
-    cache.update(argmax=argmax, x_shape=x.shape, scale_t=scale_t)
+    cache.update(argmax=argmax, x_shape=x.shape, scale_t=scale_t, out=yt)
     return np.swapaxes(yt, 0, 1)
 
 
@@ -100,10 +100,18 @@ def maxpool2d_backward(
     stride: tuple[int, int],
     padding: tuple[int, int],
     cache: dict[str, Any],
+    relu_before: bool = False,
 ) -> np.ndarray:
     """Routes each output gradient to the input position that won its window (the first maximum),
-    times the forward's ``scale`` if it had one."""
+    times the forward's ``scale`` if it had one.
+
+    ``relu_before=True``: the pooled input was a ReLU's output (>= 0), and the gradient is taken on
+    through that ReLU too: only windows whose output is > 0 pass theirs on. The same as the ReLU's
+    backward ``dx * [x > 0]`` after this one (a window's gradient lands on its maximum, which is > 0
+    exactly when the output is), but on the pooled grid, a quarter of the values for a 2x2 pool, and
+    without reading the ReLU's output."""
     argmax, (n, c, h, w), scale_t = cache["argmax"], cache["x_shape"], cache.get("scale_t")
+    positive = cache["out"] if relu_before else None
     oh, ow = argmax.shape[2:]
     dyt = channel_major(grad_out)  # (C, N, OH, OW)
     dxt = empty((c, n, h, w), grad_out.dtype)  # dx, channel-major
@@ -117,6 +125,8 @@ def maxpool2d_backward(
         dx, dy, idx = dxt[lo:hi], dyt[lo:hi], argmax[lo:hi]
         if scale_t is not None:
             dy = dy * scale_t[lo:hi]
+        if positive is not None:  # a zero output (a zero maximum, or dropped) passes nothing on
+            dy = np.multiply(dy, positive[lo:hi] > 0, out=dy if scale_t is not None else None)
         if tiles:
             dx[:, :, oh * stride[0] :] = 0
             dx[:, :, :, ow * stride[1] :] = 0
