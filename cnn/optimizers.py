@@ -6,7 +6,9 @@ place on every backward, so the pairs stay valid for the whole training. ``grad`
 The learning rate is the attribute ``opt.lr`` (schedulers set it). There is one parameter group.
 
 Speed: every step gathers all gradients into one flat buffer per dtype, runs each line of the update
-rule as one NumPy call over the whole model, and scatters the update back into the parameters. The
+rule as one NumPy call over the whole model, and scatters the update back into the parameters (Adam:
+each kernel thread gathers, updates and scatters its own block of the flat vector, when the parameters
+and gradients are C-contiguous). The
 optimizer state (momentum buffer, Adam moments) lives in flat buffers of the parameters' dtype, so the
 state of a float32 model is float32. For the default CNN (468,138 float32 parameters in 17 arrays)
 ``Adam.step`` costs 0.6-0.7 ms on the project's 2-core AMD EPYC machine (``torch.optim.Adam`` on the same
@@ -33,9 +35,10 @@ The arrays have parameter ``i``'s shape and are copies (safe to keep while train
 
 from __future__ import annotations
 
+import bisect
 import math
 import numbers
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -74,6 +77,11 @@ class _FlatGroup:
         self.grad = _zeros_now(self.size, self.dtype)
         self.tmp = _zeros_now(self.size, self.dtype)
         self.tmp_views = self.views(self.tmp)
+        # Flat views of the parameters and gradients when all are C-contiguous: then each thread gathers
+        # and scatters its own block of the flat vectors (see Adam), instead of one serial pass each.
+        contiguous = all(a.flags.c_contiguous for a in [*params, *grads])
+        self.flat_params = [p.reshape(-1) for p in params] if contiguous else None
+        self.flat_grads = [g.reshape(-1) for g in grads] if contiguous else None
 
     def views(self, flat: np.ndarray) -> list[np.ndarray]:
         """``flat`` (``(size,)``) cut into arrays shaped like the parameters (views, not copies)."""
@@ -85,6 +93,29 @@ class _FlatGroup:
         """Copy the current gradients into the flat ``grad`` buffer and return it."""
         np.concatenate([g.ravel() for g in self.grads], out=self.grad)
         return self.grad
+
+    def _segments(self, lo: int, hi: int) -> Iterator[tuple[int, int, int]]:
+        """``(k, a, b)``: parameter ``k`` holds ``[a, b)`` of the flat block ``[lo, hi)`` at its own
+        ``[a - offsets[k], b - offsets[k])``."""
+        offsets = self.offsets
+        k = bisect.bisect_right(offsets, lo) - 1
+        while k < len(self.params) and offsets[k] < hi:
+            a, b = max(lo, offsets[k]), min(hi, offsets[k + 1])
+            if a < b:
+                yield k, a, b
+            k += 1
+
+    def gather_block(self, sources: list[np.ndarray], out: np.ndarray, lo: int, hi: int) -> None:
+        """Copy ``[lo, hi)`` of the flat vector of ``sources`` (``flat_grads`` or ``flat_params``) into
+        ``out[lo:hi]``."""
+        for k, a, b in self._segments(lo, hi):
+            out[a:b] = sources[k][a - self.offsets[k] : b - self.offsets[k]]
+
+    def subtract_tmp_block(self, lo: int, hi: int) -> None:
+        """``param -= tmp`` on the parameters' parts in the flat block ``[lo, hi)``."""
+        assert self.flat_params is not None
+        for k, a, b in self._segments(lo, hi):
+            self.flat_params[k][a - self.offsets[k] : b - self.offsets[k]] -= self.tmp[a:b]
 
     def gather_params(self, out: np.ndarray) -> np.ndarray:
         np.concatenate([p.ravel() for p in self.params], out=out)
@@ -395,9 +426,11 @@ class Adam(Optimizer):
             decay = 1.0 - lr * wd
             for p in group.params:
                 p *= decay
-        g = group.gather_grads()
+        flat_grads, flat_params = group.flat_grads, group.flat_params
+        blockwise = flat_grads is not None and flat_params is not None
+        g = group.grad if blockwise else group.gather_grads()
         coupled_decay = wd != 0.0 and not self._decoupled
-        if coupled_decay:
+        if coupled_decay and not blockwise:
             group.gather_params(tmp)
         bias_correction1 = 1.0 - beta1**self.step_count
         bias_correction2_sqrt = (1.0 - beta2**self.step_count) ** 0.5
@@ -406,7 +439,12 @@ class Adam(Optimizer):
 
         def work(lo: int, hi: int) -> None:
             # Element-wise on one contiguous block of the flat buffers (the blocks run on the kernels'
-            # thread pool): the same operations, in the same order, for every element.
+            # thread pool): the same operations, in the same order, for every element. Blockwise, the
+            # thread gathers its block of the gradients (and parameters) and updates its parameters.
+            if blockwise:
+                group.gather_block(flat_grads, g, lo, hi)  # type: ignore[arg-type]
+                if coupled_decay:
+                    group.gather_block(flat_params, tmp, lo, hi)  # type: ignore[arg-type]
             gb, mb, vb, tb = g[lo:hi], m[lo:hi], v[lo:hi], tmp[lo:hi]
             if coupled_decay:  # tmp holds the parameters
                 tb *= wd
@@ -434,9 +472,11 @@ class Adam(Optimizer):
             tb /= bias_correction2_sqrt * step_size
             tb += self.eps / step_size
             np.divide(mb, tb, out=tb)
+            if blockwise:
+                group.subtract_tmp_block(lo, hi)
 
         parallel(work, group.size, min_block=1 << 15)
-        if step_size != 0.0:
+        if step_size != 0.0 and not blockwise:
             group.subtract_tmp_from_params()
 
 

@@ -128,6 +128,27 @@ def test_adam_split_over_the_kernel_threads_is_exact_and_matches_torch(cls, kw):
         np.testing.assert_allclose(b, t, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize(("cls", "kw"), [CASES[5], CASES[10], CASES[12]], ids=[IDS[5], IDS[10], IDS[12]])
+def test_adam_on_non_contiguous_parameters_updates_them_exactly_as_on_contiguous_ones(cls, kw):
+    # C-contiguous parameters are gathered and updated block by block in the threads; any other layout
+    # (a Fortran-order array here) through one serial gather and scatter. The same numbers either way.
+    rng = np.random.default_rng(4)
+    shapes = [(300, 400), (7,), (250, 200)]
+    params = [rng.standard_normal(s) for s in shapes]
+    grad_seq = [[rng.standard_normal(s) for s in shapes] for _ in range(3)]
+    contiguous, _ = _run_numpy(cls, kw, params, grad_seq)
+    fortran = [np.asfortranarray(p) for p in params]
+    grads = [np.asfortranarray(np.zeros_like(p)) for p in params]
+    opt = cls(list(zip(fortran, grads)), **kw)
+    for step_grads in grad_seq:
+        for g, new in zip(grads, step_grads):
+            g[...] = new
+        opt.step()
+    assert not fortran[0].flags.c_contiguous
+    for a, b in zip(contiguous, fortran):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_parameters_are_updated_in_place_and_gradients_are_left_untouched():
     params, grad_seq = _problem(3)
     grads = [g.copy() for g in grad_seq[0]]
