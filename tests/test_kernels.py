@@ -628,6 +628,37 @@ def test_stride_one_conv2d_gradients_do_not_depend_on_the_threads_or_their_timin
         np.testing.assert_allclose(got, first, rtol=1e-5, atol=1e-5)
 
 
+def test_the_pool_holds_blas_at_one_thread_while_it_runs_and_blas_held_keeps_it_there(monkeypatch):
+    # Each worker's GEMMs must run on its own core: BLAS is held at one thread during a dispatch and
+    # restored after it; inside blas_held (a whole fit) it stays at one thread across dispatches.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("no BLAS library that threadpoolctl can control")
+    monkeypatch.setattr(thread_pool, "_num_threads", 2)
+    seen: list[list[int]] = []
+    lock = threading.Lock()
+
+    def work(lo: int, hi: int) -> None:
+        with lock:
+            seen.append(blas_threads())
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        kernels.parallel(work, 2)
+        assert seen and all(set(s) == {1} for s in seen)
+        assert set(blas_threads()) == {2}  # restored after the dispatch
+        seen.clear()
+        with kernels.blas_held():
+            assert set(blas_threads()) == {1}
+            kernels.parallel(work, 2)
+            assert set(blas_threads()) == {1}  # still held between dispatches
+        assert seen and all(set(s) == {1} for s in seen)
+        assert set(blas_threads()) == {2}
+
+
 # Each fast kernel and the loop version in cnn.kernels.reference that the tests above compare it with.
 LOOP_VERSION = {
     "im2col": ref.im2col,

@@ -15,7 +15,7 @@ import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
 import numpy as np
@@ -170,8 +170,18 @@ def blas_held() -> Iterator[None]:
     if _num_threads <= 1 or _state.in_worker:
         yield
         return
-    with _blas_single_threaded():
-        yield
+    with _blas_single_threaded() as ok:
+        _held.append(ok)
+        try:
+            yield
+        finally:
+            _held.pop()
+
+
+_held: list[bool] = []
+"""What each active :func:`blas_held` found (True: BLAS is held at one thread), innermost last. While one
+is active, :func:`parallel` takes its answer instead of setting and restoring the BLAS threads again
+(~2.4 us per dispatch, ~24 dispatches per training step)."""
 
 
 _MIN_TASK = 1 << 16
@@ -213,7 +223,7 @@ def parallel(work: Callable[[int, int], T], n: int, min_block: int = 1) -> list[
     try:
         # BLAS stays at one thread even when this call runs inline: a multi-threaded GEMM leaves
         # OpenBLAS's helper threads spinning for a while, and they would compete with the pool's workers.
-        with _blas_single_threaded() as ok:
+        with nullcontext(_held[-1]) if _held else _blas_single_threaded() as ok:
             if parts <= 1 or not ok:  # without control over BLAS threads, one Python thread is safe
                 return [work(0, n)]
             blocks = split(n, parts)
