@@ -426,8 +426,8 @@ class Adam(Optimizer):
             decay = 1.0 - lr * wd
             for p in group.params:
                 p *= decay
-        flat_grads, flat_params = group.flat_grads, group.flat_params
-        blockwise = flat_grads is not None and flat_params is not None
+        flat_grads, flat_params = group.flat_grads or [], group.flat_params or []
+        blockwise = group.flat_params is not None
         g = group.grad if blockwise else group.gather_grads()
         coupled_decay = wd != 0.0 and not self._decoupled
         if coupled_decay and not blockwise:
@@ -442,9 +442,9 @@ class Adam(Optimizer):
             # thread pool): the same operations, in the same order, for every element. Blockwise, the
             # thread gathers its block of the gradients (and parameters) and updates its parameters.
             if blockwise:
-                group.gather_block(flat_grads, g, lo, hi)  # type: ignore[arg-type]
+                group.gather_block(flat_grads, g, lo, hi)
                 if coupled_decay:
-                    group.gather_block(flat_params, tmp, lo, hi)  # type: ignore[arg-type]
+                    group.gather_block(flat_params, tmp, lo, hi)
             gb, mb, vb, tb = g[lo:hi], m[lo:hi], v[lo:hi], tmp[lo:hi]
             if coupled_decay:  # tmp holds the parameters
                 tb *= wd

@@ -119,8 +119,8 @@ def batchnorm_backward_train(
 
     def work(lo: int, hi: int) -> None:
         g, xc, inv, out = dy[lo:hi], centred[lo:hi], inv_std[lo:hi], dx[lo:hi]
-        if relu_out is not None:  # dx's block holds the masked dy for now
-            g = np.multiply(g, relu_out[lo:hi] > 0, out=out) if not relu_applied else g
+        if relu_out is not None and not relu_applied:  # dx's block holds the masked dy for now
+            g = np.multiply(g, relu_out[lo:hi] > 0, out=out)
         dbeta = _row_sums(g)
         dgamma = _row_dots(g, xc) * inv
         grad_beta[lo:hi], grad_gamma[lo:hi] = dbeta, dgamma
